@@ -1,0 +1,81 @@
+"""Phone numbers: parse any human format, store E.164, and infer time zones from the number.
+
+phonenumbers knows a number's region and the zones its prefix spans, but for NANP numbers it
+cannot tell a mobile from a landline (both are FIXED_LINE_OR_MOBILE), so nothing here claims to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType, timezone
+
+_UNKNOWN_ZONE = "Etc/Unknown"
+
+# Types that can never receive a text message.
+_NOT_TEXTABLE = {
+    PhoneNumberType.PAGER: "a pager number",
+    PhoneNumberType.PREMIUM_RATE: "a premium-rate number",
+    PhoneNumberType.SHARED_COST: "a shared-cost number",
+    PhoneNumberType.UAN: "a universal access number",
+    PhoneNumberType.VOICEMAIL: "a voicemail number",
+    PhoneNumberType.TOLL_FREE: "a toll-free number",
+}
+
+
+class PhoneError(ValueError):
+    """Why a phone number cannot be used; the message is shown to a care team."""
+
+
+@dataclass(frozen=True)
+class Phone:
+    e164: str
+    region: str | None
+    zones: tuple[str, ...]  # IANA zones the number's prefix spans; empty when unknown
+
+    @property
+    def zones_text(self) -> str | None:
+        return " ".join(self.zones) or None
+
+
+def parse_phone(raw: str, default_region: str = "US") -> Phone:
+    """Parse `raw` in any human format; raise PhoneError with a reason a person can act on."""
+    text = raw.strip()
+    if not text:
+        raise PhoneError("phone number is empty")
+    try:
+        number = phonenumbers.parse(text, default_region)
+    except NumberParseException as exc:
+        raise PhoneError(f"not a phone number ({_parse_reason(exc)})") from None
+    if not phonenumbers.is_possible_number(number):
+        raise PhoneError("impossible phone number (wrong number of digits for its country)")
+    if not phonenumbers.is_valid_number(number):
+        raise PhoneError("invalid phone number (no such area code or exchange)")
+    kind = phonenumbers.number_type(number)
+    if kind in _NOT_TEXTABLE:
+        raise PhoneError(f"cannot receive texts: {_NOT_TEXTABLE[kind]}")
+    zones = tuple(z for z in timezone.time_zones_for_number(number) if z != _UNKNOWN_ZONE)
+    return Phone(
+        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        region=phonenumbers.region_code_for_number(number),
+        zones=zones,
+    )
+
+
+def _parse_reason(exc: NumberParseException) -> str:
+    reasons = {
+        NumberParseException.INVALID_COUNTRY_CODE: "unknown country code",
+        NumberParseException.NOT_A_NUMBER: "no digits in the right places",
+        NumberParseException.TOO_SHORT_AFTER_IDD: "too short after the international prefix",
+        NumberParseException.TOO_SHORT_NSN: "too short",
+        NumberParseException.TOO_LONG: "too long",
+    }
+    return reasons.get(exc.error_type, "unreadable")
+
+
+def mask(e164: str) -> str:
+    """Logs never carry a whole number: keep the country code and the last two digits."""
+    if len(e164) <= 4:
+        return "*" * len(e164)
+    return e164[:2] + "*" * (len(e164) - 4) + e164[-2:]
