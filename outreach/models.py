@@ -200,6 +200,7 @@ class InboundMessage(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     provider_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    idempotency_token: Mapped[str | None] = mapped_column(String(200), unique=True)
     from_phone: Mapped[str] = mapped_column(String(20), index=True)
     to_phone: Mapped[str] = mapped_column(String(20))
     body: Mapped[str] = mapped_column(Text, default="")

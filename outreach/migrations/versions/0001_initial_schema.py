@@ -2,14 +2,13 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:33:23.133430
+Create Date: 2026-11-23 10:35:00.614791
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-
 
 revision = "0001"
 down_revision = None
@@ -113,6 +112,7 @@ def upgrade() -> None:
         "inbound_messages",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("provider_sid", sa.String(length=64), nullable=False),
+        sa.Column("idempotency_token", sa.String(length=200), nullable=True),
         sa.Column("from_phone", sa.String(length=20), nullable=False),
         sa.Column("to_phone", sa.String(length=20), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
@@ -127,6 +127,7 @@ def upgrade() -> None:
             ["patient_id"], ["patients.id"], name=op.f("fk_inbound_messages_patient_id_patients")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inbound_messages")),
+        sa.UniqueConstraint("idempotency_token", name=op.f("uq_inbound_messages_idempotency_token")),
         sa.UniqueConstraint("provider_sid", name=op.f("uq_inbound_messages_provider_sid")),
     )
     with op.batch_alter_table("inbound_messages", schema=None) as batch_op:
