@@ -1,0 +1,82 @@
+"""The one small interface the sender talks to, and the three ways a send can go wrong.
+
+The error classes are the contract that keeps invariant 4 ("honest retries") honest: the sender
+may resend only when the provider *provably* created nothing (RetryableError); a PermanentError
+is recorded with the provider's code; an AmbiguousError means a message may exist and must be
+reconciled with `fetch`/`list_to`, never resent blindly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ProviderMessage:
+    """What the provider knows about one message; `num_segments` is None until a sender is chosen."""
+
+    sid: str
+    to: str
+    status: str
+    error_code: int | None
+    date_created: dt.datetime | None
+    num_segments: int | None
+
+
+class ProviderError(Exception):
+    """Base of the outcomes the sender maps to outbox states."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RetryableError(ProviderError):
+    """Nothing was created (rate limited, server error before acceptance, no connection): retry the row."""
+
+    def __init__(self, code: int | None, http_status: int | None, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryableError(code={self.code!r}, http_status={self.http_status!r}, message={self.message!r})"
+        )
+
+
+class PermanentError(ProviderError):
+    """The provider refused this message for good (invalid number, opted out, not a mobile...)."""
+
+    def __init__(self, code: int | None, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+    def __repr__(self) -> str:
+        return f"PermanentError(code={self.code!r}, message={self.message!r})"
+
+
+class AmbiguousError(ProviderError):
+    """The request left but no answer came back: a message may or may not exist; reconcile, never resend."""
+
+    def __repr__(self) -> str:
+        return f"AmbiguousError(message={self.message!r})"
+
+
+class Provider(Protocol):
+    """An SMS provider as the sender sees it (Twilio, or the console for dry runs)."""
+
+    def send(self, *, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
+        """Create one outbound message to E.164 `to`; `status_callback` None means the configured default."""
+        ...
+
+    def fetch(self, sid: str) -> ProviderMessage:
+        """Look one message up by sid (PermanentError with code 20404 when it does not exist)."""
+        ...
+
+    def list_to(self, to: str, *, since: dt.datetime) -> list[ProviderMessage]:
+        """Messages to `to` created at or after `since` (aware UTC), newest first: for reconciliation."""
+        ...

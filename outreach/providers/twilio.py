@@ -1,0 +1,218 @@
+"""Twilio through its official client, with every failure sorted into retry, permanent or ambiguous.
+
+The sort is the point of this module: a blind retry of a POST that Twilio did accept is a
+duplicate text to a patient, so only failures that provably created nothing are retryable, and a
+request that left without an answer is ambiguous and must be reconciled by looking it up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from requests import exceptions as rq
+from requests.adapters import HTTPAdapter
+from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError, MaxRetryError, NewConnectionError
+from urllib3.exceptions import SSLError as Urllib3SSLError
+from urllib3.util.retry import Retry
+
+from outreach.config import Settings, get_settings
+from outreach.errors import UserError
+from outreach.phones import mask
+from outreach.providers.base import (
+    AmbiguousError,
+    PermanentError,
+    ProviderError,
+    ProviderMessage,
+    RetryableError,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_PATH = "/twilio/status"
+DEFAULT_TIMEOUT_S = 10.0
+# A reminder that could not go out within 4 hours should not arrive late at night instead.
+DEFAULT_VALIDITY_PERIOD_S = 4 * 3600
+
+_RATE_LIMITED = 20429
+# A gateway timeout is returned after the backend may already have created the message.
+_AMBIGUOUS_HTTP = {504}
+_PHONE_IN_TEXT = re.compile(r"(?<![\w/])\+?\d[\d\s().-]{6,}\d(?!\w)")
+
+T = TypeVar("T")
+
+
+class TwilioProvider:
+    """Sends through `twilio.rest.Client`; point it at the sandbox with OUTREACH_TWILIO_API_URL.
+
+    One instance can be shared by the threads of a worker: requests' pool is sized by `pool_size`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        validity_period: int | None = DEFAULT_VALIDITY_PERIOD_S,
+        pool_size: int = 32,
+    ) -> None:
+        settings = settings or get_settings()
+        if not settings.twilio_account_sid:
+            raise UserError("TWILIO_ACCOUNT_SID is not set (the Twilio account that sends the messages)")
+        if not settings.twilio_auth_token:
+            raise UserError("TWILIO_AUTH_TOKEN is not set (the auth token of TWILIO_ACCOUNT_SID)")
+        if not (settings.twilio_messaging_service_sid or settings.twilio_from_number):
+            raise UserError(
+                "set TWILIO_MESSAGING_SERVICE_SID (preferred) or TWILIO_FROM_NUMBER: there is no sender"
+            )
+        self.messaging_service_sid = settings.twilio_messaging_service_sid or None
+        self.from_number = None if self.messaging_service_sid else settings.twilio_from_number
+        self.validity_period = validity_period
+        self.default_status_callback = (
+            settings.public_url.rstrip("/") + STATUS_PATH if settings.public_url else None
+        )
+        self.client = Client(
+            username=settings.twilio_account_sid,
+            password=settings.twilio_auth_token,
+            account_sid=settings.twilio_account_sid,
+            http_client=_http_client(timeout, pool_size),
+        )
+        if settings.twilio_api_url:
+            # Region and edge rewrite the host name; a Twilio-compatible server is reached as given.
+            self.client.region = None
+            self.client.edge = None
+            self.client.api.base_url = settings.twilio_api_url.rstrip("/")
+
+    def send(self, *, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
+        params: dict[str, Any] = {"to": to, "body": body}
+        if self.messaging_service_sid:
+            params["messaging_service_sid"] = self.messaging_service_sid
+        else:
+            params["from_"] = self.from_number
+        callback = status_callback if status_callback is not None else self.default_status_callback
+        if callback:
+            params["status_callback"] = callback
+        if self.validity_period is not None:
+            params["validity_period"] = self.validity_period
+        message = _call(lambda: self.client.messages.create(**params), creates=True)
+        log.info("twilio accepted %s to %s (%s)", message.sid, mask(to), message.status)
+        return _provider_message(message)
+
+    def fetch(self, sid: str) -> ProviderMessage:
+        return _provider_message(_call(lambda: self.client.messages(sid).fetch(), creates=False))
+
+    def list_to(self, to: str, *, since: dt.datetime) -> list[ProviderMessage]:
+        """Pages newest first and stops at `since`, so a message not yet sent (no date_sent) is found too."""
+        since = since if since.tzinfo else since.replace(tzinfo=dt.UTC)
+        # Twilio's dates are RFC 2822, whole seconds: a message from the same second must still match.
+        since = since.replace(microsecond=0)
+
+        def collect() -> list[ProviderMessage]:
+            found: list[ProviderMessage] = []
+            for instance in self.client.messages.stream(to=to, page_size=50):
+                message = _provider_message(instance)
+                if message.date_created is not None and message.date_created < since:
+                    break
+                found.append(message)
+            return found
+
+        return _call(collect, creates=False)
+
+
+def _http_client(timeout: float, pool_size: int) -> TwilioHttpClient:
+    """The client's own retries stay off: a resent POST is a second text."""
+    http = TwilioHttpClient(timeout=timeout)
+    assert http.session is not None
+    adapter = HTTPAdapter(pool_maxsize=pool_size, max_retries=Retry(total=0, read=False, redirect=False))
+    http.session.mount("https://", adapter)
+    http.session.mount("http://", adapter)
+    return http
+
+
+def _provider_message(instance: Any) -> ProviderMessage:
+    segments = int(instance.num_segments) if instance.num_segments not in (None, "") else None
+    return ProviderMessage(
+        sid=str(instance.sid),
+        to=str(instance.to),
+        status=str(instance.status),
+        error_code=int(instance.error_code) if instance.error_code is not None else None,
+        date_created=instance.date_created if isinstance(instance.date_created, dt.datetime) else None,
+        # Twilio reports 0 segments until a Messaging Service has picked a sender.
+        num_segments=segments or None,
+    )
+
+
+def _call(action: Callable[[], T], *, creates: bool) -> T:
+    try:
+        return action()
+    except ProviderError:
+        raise
+    except (TwilioRestException, TwilioServiceException) as exc:
+        raise classify_http(exc.status, exc.code, _clean(_message_of(exc))) from exc
+    except rq.RequestException as exc:
+        raise classify_transport(exc, creates=creates) from exc
+    except TwilioException as exc:
+        # The client could not read the answer (for example a body that is not JSON).
+        raise _unsure(f"unreadable answer from Twilio: {_clean(str(exc))}", creates) from exc
+
+
+def classify_http(http_status: int, code: int | None, message: str) -> ProviderError:
+    """An HTTP error answer -> retry (429/5xx: nothing created), ambiguous (504) or permanent (4xx)."""
+    if http_status == 429 or code == _RATE_LIMITED:
+        return RetryableError(code, http_status, message)
+    if http_status in _AMBIGUOUS_HTTP:
+        return AmbiguousError(f"HTTP {http_status}: {message}")
+    if http_status >= 500:
+        return RetryableError(code, http_status, message)
+    if http_status == 401:
+        # Wrong credentials fail every message alike; fixing them must let the same rows go out.
+        return RetryableError(code, http_status, message)
+    return PermanentError(code, message, http_status)
+
+
+def classify_transport(exc: rq.RequestException, *, creates: bool) -> ProviderError:
+    """No HTTP answer: retryable only when the request provably never reached the server."""
+    if isinstance(exc, rq.ConnectTimeout):
+        return RetryableError(None, None, "connect timeout: the request was not sent")
+    if isinstance(exc, rq.ConnectionError) and _never_connected(exc):
+        return RetryableError(None, None, f"cannot connect: {_clean(_reason(exc))}")
+    if isinstance(exc, rq.ReadTimeout):
+        return _unsure("no answer before the timeout; the message may exist", creates)
+    return _unsure(f"connection lost after the request was sent: {_clean(_reason(exc))}", creates)
+
+
+def _unsure(message: str, creates: bool) -> ProviderError:
+    # Reads create nothing, so for them a lost answer is simply worth another try.
+    return AmbiguousError(message) if creates else RetryableError(None, None, message)
+
+
+def _never_connected(exc: rq.ConnectionError) -> bool:
+    cause = exc.args[0] if exc.args else None
+    if isinstance(cause, MaxRetryError):
+        cause = cause.reason
+    # NewConnectionError covers refused connections and DNS failures (NameResolutionError).
+    return isinstance(cause, NewConnectionError | ConnectTimeoutError | Urllib3SSLError | ClosedPoolError)
+
+
+def _reason(exc: rq.RequestException) -> str:
+    cause = exc.args[0] if exc.args else exc
+    if isinstance(cause, MaxRetryError) and cause.reason is not None:
+        cause = cause.reason
+    return f"{type(cause).__name__}: {cause}"
+
+
+def _message_of(exc: TwilioRestException | TwilioServiceException) -> str:
+    if isinstance(exc, TwilioServiceException):
+        return str(exc.detail or exc.title)
+    return str(exc.msg)
+
+
+def _clean(text: str) -> str:
+    """Twilio's messages quote the number ("The 'To' number +1... is not valid"); logs must not."""
+    return _PHONE_IN_TEXT.sub(lambda m: mask(re.sub(r"[^\d+]", "", m.group())), text)

@@ -1,0 +1,135 @@
+"""Each accepted message's life after the create call: status moves, signed status callbacks, replies.
+
+It runs as asyncio tasks on the server's loop, so the create call answers at once and thousands of
+messages can be in flight; callbacks for one message go out in order, signed exactly as Twilio
+signs them, so the webhook's signature check is exercised for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+from twilio.request_validator import RequestValidator
+
+from outreach.phones import mask
+from outreach.sandbox.state import API_VERSION, SandboxMessage, SandboxState, new_sid
+
+log = logging.getLogger(__name__)
+
+# Twilio's final outcomes: "failed" never left Twilio, "undelivered" was sent but not delivered.
+_FAILED_BEFORE_SENDING = "failed"
+
+
+class Lifecycle:
+    """Owns the HTTP session and the background tasks; `start`/`aclose` bracket the server's life."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def schedule(self, message: SandboxMessage) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, message: SandboxMessage) -> None:
+        cfg = self.state.config
+        outcome = cfg.outcomes.get(message.to)
+        if message.status == "accepted":
+            await asyncio.sleep(cfg.queued_after_s)
+        await self._step(message, "queued")
+        if message.validity_period is not None and cfg.sent_after_s > message.validity_period:
+            await asyncio.sleep(message.validity_period)
+            await self._step(message, "failed", 30036)
+            return
+        await asyncio.sleep(cfg.sent_after_s)
+        if outcome is not None and outcome.status == _FAILED_BEFORE_SENDING:
+            await self._step(message, "failed", outcome.error_code)
+            return
+        await self._step(message, "sent")
+        await asyncio.sleep(cfg.delivered_after_s)
+        if outcome is not None:
+            await self._step(message, "undelivered", outcome.error_code)
+            return
+        await self._step(message, "delivered")
+        await self._replies(message)
+
+    async def _step(self, message: SandboxMessage, status: str, error_code: int | None = None) -> None:
+        if status == "queued" and message.status == "queued":
+            updated: SandboxMessage | None = message  # created queued: only the callback is due
+        else:
+            updated = self.state.advance(message.sid, status, error_code)
+        if updated is None or not message.status_callback:
+            return
+        params = {
+            "AccountSid": message.account_sid,
+            "ApiVersion": API_VERSION,
+            "From": message.from_ or "",
+            "MessageSid": message.sid,
+            "MessageStatus": status,
+            "SmsSid": message.sid,
+            "SmsStatus": status,
+            "To": message.to,
+        }
+        if message.messaging_service_sid:
+            params["MessagingServiceSid"] = message.messaging_service_sid
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        await self.post_signed(message.status_callback, params, kind="status")
+
+    async def _replies(self, message: SandboxMessage) -> None:
+        """The extension point for simulated patients: a ReplyPlanner decides, this posts."""
+        planner, url = self.state.replies, self.state.config.inbound_url
+        if planner is None or not url:
+            return
+        for reply in planner(message):
+            await asyncio.sleep(reply.after_s)
+            sid = new_sid()
+            params = {
+                "AccountSid": message.account_sid,
+                "ApiVersion": API_VERSION,
+                "Body": reply.body,
+                "From": message.to,
+                "MessageSid": sid,
+                "NumMedia": "0",
+                "NumSegments": "1",
+                "SmsMessageSid": sid,
+                "SmsSid": sid,
+                "SmsStatus": "received",
+                "To": message.from_ or "",
+            }
+            if message.messaging_service_sid:
+                params["MessagingServiceSid"] = message.messaging_service_sid
+            self.state.record_inbound(params)
+            await self.post_signed(url, params, kind="inbound")
+
+    async def post_signed(self, url: str, params: dict[str, str], *, kind: str) -> bool:
+        """POST form `params` to `url` with X-Twilio-Signature; Twilio does not retry, neither do we."""
+        assert self._session is not None, "Lifecycle.start() was not awaited"
+        signature = RequestValidator(self.state.auth_token).compute_signature(url, params)
+        headers = {"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1 (outreach sandbox)"}
+        try:
+            async with self._session.post(url, data=params, headers=headers) as response:
+                await response.read()
+                ok = 200 <= response.status < 300
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning(
+                "%s callback for %s to %s failed: %s", kind, params["MessageSid"], mask(params["To"]), exc
+            )
+            ok = False
+        self.state.count(f"{kind}_callbacks_{'ok' if ok else 'failed'}")
+        return ok
