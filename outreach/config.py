@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     link: str | None = Field(None, alias="OUTREACH_LINK")
     daily_cap: int = Field(1, ge=1, alias="OUTREACH_DAILY_CAP")
     weekly_cap: int = Field(3, ge=1, alias="OUTREACH_WEEKLY_CAP")
+    # Twilio Advanced Opt-Out answers STOP/START/HELP itself; then the webhook must stay silent.
+    twilio_advanced_opt_out: bool = Field(False, alias="OUTREACH_TWILIO_ADVANCED_OPT_OUT")
 
     @field_validator("default_region")
     @classmethod

@@ -42,6 +42,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
+def naive_utc(value: dt.datetime) -> dt.datetime:
+    """An aware datetime as naive UTC; a naive one is taken to be UTC already."""
+    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
 class Sex(enum.StrEnum):
     female = "female"
     male = "male"
@@ -246,6 +251,7 @@ class AuditEntry(Base):
     """Who changed consent or closed a hand-off, and why: care-team actions must be accountable."""
 
     __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_action_at", "action", "at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:35:00.614791
+Create Date: 2026-11-23 10:53:32.566510
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
     )
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.create_index("ix_audit_log_action_at", ["action", "at"], unique=False)
+
     op.create_table(
         "campaigns",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -248,5 +251,8 @@ def downgrade() -> None:
 
     op.drop_table("patient_events")
     op.drop_table("campaigns")
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.drop_index("ix_audit_log_action_at")
+
     op.drop_table("audit_log")
     # ### end Alembic commands ###

@@ -1,0 +1,231 @@
+"""Provider status callbacks: move an outbox row forward, never back (DESIGN.md §6, invariant 4).
+
+Twilio posts `queued`, `sent`, `delivered`… in no guaranteed order and may post each more than
+once, so every update is one conditional UPDATE that only matches rows whose status ranks lower:
+a late `sent` never overwrites `delivered`, and a replay matches nothing.
+
+A callback can also race ahead of the sender's own commit of the provider SID (Twilio answers the
+create request and fires `queued`/`sent` at once). Such a callback is kept in `audit_log` as
+action `status_unmatched` (subject = the SID, detail = the callback as JSON); the sender calls
+`reapply_unmatched(session, sid)` right after it commits the SID, and the sweeper calls
+`reapply_recent(session, since=...)` for the callbacks that slipped between the two. Re-applying is
+harmless because updates only move forward, so the entries stay in place as the audit trail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import logging
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.orm import Session
+
+from outreach import consent
+from outreach.models import AuditEntry, Message, MessageStatus
+from outreach.phones import mask
+
+log = logging.getLogger(__name__)
+
+UNMATCHED = "status_unmatched"
+
+# Twilio codes meaning the number refuses our texts (21610: the recipient replied STOP to this
+# sender; 30004: message blocked, e.g. the recipient blocked us): consent is recorded for the number.
+OPT_OUT_CODES = frozenset({21610, 30004})
+
+# Our outbox statuses by progress. `unknown` sits with `sending`: both wait for the provider's word.
+RANK: dict[str, int] = {
+    MessageStatus.planned: 0,
+    MessageStatus.queued: 1,
+    MessageStatus.sending: 2,
+    MessageStatus.unknown: 2,
+    MessageStatus.sent: 3,
+    MessageStatus.delivered: 4,
+    MessageStatus.undelivered: 4,
+    MessageStatus.failed: 4,
+    MessageStatus.canceled: 4,
+}
+
+# Twilio's MessageStatus -> (our status, or None when it only updates provider_status; its rank).
+_CALLBACK: dict[str, tuple[MessageStatus | None, int]] = {
+    "accepted": (None, 1),
+    "scheduled": (None, 1),
+    "queued": (None, 1),
+    "sending": (MessageStatus.sending, 2),
+    "sent": (MessageStatus.sent, 3),
+    "delivered": (MessageStatus.delivered, 4),
+    "read": (MessageStatus.delivered, 4),
+    "undelivered": (MessageStatus.undelivered, 4),
+    "failed": (MessageStatus.failed, 4),
+}
+_PROVIDER_RANK = {name: rank for name, (_status, rank) in _CALLBACK.items()} | {"read": 5}
+
+# Status callbacks carry only ErrorCode; these short reasons make the outbox readable.
+ERROR_MESSAGES = {
+    21610: "recipient has opted out of messages from this sender",
+    21614: "not a mobile number",
+    30001: "queue overflow",
+    30002: "account suspended",
+    30003: "unreachable destination handset",
+    30004: "message blocked",
+    30005: "unknown destination handset",
+    30006: "landline or unreachable carrier",
+    30007: "message filtered by the carrier",
+    30008: "unknown error",
+    30034: "message from an unregistered number",
+}
+
+
+class Outcome(enum.StrEnum):
+    applied = "applied"  # the row moved forward (status or provider_status)
+    stale = "stale"  # the row is already at or past this status: a replay or a late callback
+    unmatched = "unmatched"  # no row has this SID (yet): kept for `reapply_unmatched`
+    ignored = "ignored"  # a status value we do not track
+
+
+def known_status(status: str) -> bool:
+    return status.strip().lower() in _CALLBACK
+
+
+def apply_status(
+    session: Session,
+    sid: str,
+    status: str,
+    error_code: int | None,
+    at: dt.datetime,
+    *,
+    error_message: str | None = None,
+    to: str | None = None,
+) -> Outcome:
+    """Apply one callback for provider SID `sid` at time `at` (naive UTC), in the caller's transaction.
+
+    `to` (the callback's recipient, E.164) lets an opt-out error be recorded for the number even
+    before the callback matches a row.
+    """
+    status = status.strip().lower()
+    if status not in _CALLBACK:
+        return Outcome.ignored
+    if error_code is not None and error_message is None:
+        error_message = ERROR_MESSAGES.get(error_code)
+
+    phone = _advance(session, sid, status, error_code, error_message, at)
+    if phone is not None:
+        outcome = Outcome.applied
+    elif session.scalar(select(Message.id).where(Message.provider_sid == sid)) is not None:
+        return Outcome.stale
+    else:
+        if not _keep_unmatched(session, sid, status, error_code, error_message, to, at):
+            return Outcome.stale
+        outcome, phone = Outcome.unmatched, to
+    if error_code in OPT_OUT_CODES and phone:
+        consent.record_opt_out(session, phone, by=f"twilio:{error_code}", at=at, actor="twilio")
+    log.info("status %s for %s: %s (%s)", status, sid, outcome, mask(phone or ""))
+    return outcome
+
+
+def reapply_unmatched(session: Session, sid: str) -> int:
+    """Apply the callbacks that arrived for `sid` before its row had it; returns how many moved it.
+
+    The sender calls this right after it commits `provider_sid` (a later transaction, so callbacks
+    committed meanwhile are seen); `reapply_recent` closes the remaining gap from the sweeper.
+    """
+    entries = session.scalars(
+        select(AuditEntry)
+        .where(AuditEntry.action == UNMATCHED, AuditEntry.subject == sid)
+        .order_by(AuditEntry.id)
+    ).all()
+    applied = 0
+    for entry in entries:
+        data: dict[str, Any] = json.loads(entry.detail or "{}")
+        if _advance(
+            session, sid, data["status"], data.get("error_code"), data.get("error_message"), entry.at
+        ):
+            applied += 1
+    return applied
+
+
+def reapply_recent(session: Session, *, since: dt.datetime) -> int:
+    """Re-apply every unmatched callback kept since `since` whose SID a message now has.
+
+    A callback can still slip between the sender's commit and its `reapply_unmatched` (both
+    transactions in flight at once); the sweeper calls this each pass so it is applied late, not lost.
+    """
+    sids = session.scalars(
+        select(AuditEntry.subject)
+        .join(Message, Message.provider_sid == AuditEntry.subject)
+        .where(AuditEntry.action == UNMATCHED, AuditEntry.at >= since)
+        .distinct()
+    ).all()
+    return sum(reapply_unmatched(session, sid) for sid in sids)
+
+
+def _advance(
+    session: Session,
+    sid: str,
+    status: str,
+    error_code: int | None,
+    error_message: str | None,
+    at: dt.datetime,
+) -> str | None:
+    """Move the row forward (status, else just provider_status); its phone if it moved, else None.
+
+    Each step is one conditional UPDATE, so concurrent callbacks cannot move a row backwards.
+    """
+    target, rank = _CALLBACK[status]
+    if target is not None:
+        values: dict[str, Any] = {"status": target, "provider_status": status, "updated_at": at}
+        if target is MessageStatus.sending:
+            values["sending_at"] = func.coalesce(Message.sending_at, at)
+        elif target is MessageStatus.sent:
+            values["sent_at"] = func.coalesce(Message.sent_at, at)
+        elif target is MessageStatus.delivered:
+            values["delivered_at"] = func.coalesce(Message.delivered_at, at)
+        else:
+            values |= {"failed_at": func.coalesce(Message.failed_at, at), "error_code": error_code}
+            values["error_message"] = error_message
+        phone = _update(session, sid, Message.status.in_([s for s, r in RANK.items() if r < rank]), values)
+        if phone is not None:
+            return phone
+    # Our status is already there (the sender marks `sent` when Twilio accepts): refine only what
+    # the provider said, and only forward.
+    lower = [name for name, r in _PROVIDER_RANK.items() if r < _PROVIDER_RANK[status]]
+    condition = Message.provider_status.is_(None) | Message.provider_status.in_(lower)
+    return _update(session, sid, condition, {"provider_status": status, "updated_at": at})
+
+
+def _update(session: Session, sid: str, condition: ColumnElement[bool], values: dict[str, Any]) -> str | None:
+    return session.scalar(
+        update(Message)
+        .where(Message.provider_sid == sid, condition)
+        .values(**values)
+        .returning(Message.phone)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _keep_unmatched(
+    session: Session,
+    sid: str,
+    status: str,
+    error_code: int | None,
+    error_message: str | None,
+    to: str | None,
+    at: dt.datetime,
+) -> bool:
+    """Store a callback for a SID no row has yet; False when this exact callback is already kept."""
+    detail = json.dumps(
+        {"status": status, "error_code": error_code, "error_message": error_message, "to": to},
+        sort_keys=True,
+    )
+    seen = session.scalar(
+        select(AuditEntry.id).where(
+            AuditEntry.action == UNMATCHED, AuditEntry.subject == sid, AuditEntry.detail == detail
+        )
+    )
+    if seen is not None:
+        return False
+    session.add(AuditEntry(at=at, actor="twilio", action=UNMATCHED, subject=sid[:200], detail=detail))
+    session.flush()
+    return True

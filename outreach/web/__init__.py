@@ -1,0 +1,5 @@
+"""The web service: Twilio webhooks and health (and, later, the care-team dashboard)."""
+
+from outreach.web.app import create_app
+
+__all__ = ["create_app"]
