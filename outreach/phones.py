@@ -6,10 +6,12 @@ cannot tell a mobile from a landline (both are FIXED_LINE_OR_MOBILE), so nothing
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberType, timezone
+from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberType, timezone
+from phonenumbers.tzdata import TIMEZONE_LONGEST_PREFIX
 
 _UNKNOWN_ZONE = "Etc/Unknown"
 
@@ -40,27 +42,62 @@ class Phone:
 
 
 def parse_phone(raw: str, default_region: str = "US") -> Phone:
-    """Parse `raw` in any human format; raise PhoneError with a reason a person can act on."""
+    """Parse `raw` in any human format; raise PhoneError with a reason a person can act on.
+
+    This is the roster import's hot spot, so each phonenumbers check runs once: `number_type` is
+    UNKNOWN exactly when `is_valid_number` is False, and a number's zones depend only on its
+    leading digits, so they are cached by prefix.
+    """
     text = raw.strip()
     if not text:
         raise PhoneError("phone number is empty")
-    try:
-        number = phonenumbers.parse(text, default_region)
-    except NumberParseException as exc:
-        raise PhoneError(f"not a phone number ({_parse_reason(exc)})") from None
+    number = _nanp_fast_path(text, default_region)
+    if number is None:
+        try:
+            number = phonenumbers.parse(text, default_region)
+        except NumberParseException as exc:
+            raise PhoneError(f"not a phone number ({_parse_reason(exc)})") from None
     if not phonenumbers.is_possible_number(number):
         raise PhoneError("impossible phone number (wrong number of digits for its country)")
-    if not phonenumbers.is_valid_number(number):
-        raise PhoneError("invalid phone number (no such area code or exchange)")
     kind = phonenumbers.number_type(number)
+    if kind == PhoneNumberType.UNKNOWN:
+        raise PhoneError("invalid phone number (no such area code or exchange)")
     if kind in _NOT_TEXTABLE:
         raise PhoneError(f"cannot receive texts: {_NOT_TEXTABLE[kind]}")
-    zones = tuple(z for z in timezone.time_zones_for_number(number) if z != _UNKNOWN_ZONE)
-    return Phone(
-        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
-        region=phonenumbers.region_code_for_number(number),
-        zones=zones,
-    )
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return Phone(e164=e164, region=phonenumbers.region_code_for_number(number), zones=_zones(e164, number))
+
+
+_SEPARATORS_ONLY = re.compile(r"^\+?[\d\s().-]+$")
+
+
+def _nanp_fast_path(text: str, default_region: str) -> PhoneNumber | None:
+    """A plain North American number ('(617) 555-0123', '+1 617 555 0123') without the general
+    parser; anything else (letters, extensions, other countries) goes through `phonenumbers.parse`."""
+    if not _SEPARATORS_ONLY.match(text):
+        return None
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if text.startswith("+") or len(digits) == 11:
+        if len(digits) != 11 or digits[0] != "1":
+            return None
+        digits = digits[1:]
+    elif len(digits) != 10 or phonenumbers.country_code_for_region(default_region) != 1:
+        return None
+    return PhoneNumber(country_code=1, national_number=int(digits))
+
+
+def _zones(e164: str, number: PhoneNumber) -> tuple[str, ...]:
+    key = e164[1 : 1 + _TZ_PREFIX]
+    zones = _ZONE_CACHE.get(key)
+    if zones is None:
+        zones = tuple(z for z in timezone.time_zones_for_number(number) if z != _UNKNOWN_ZONE)
+        _ZONE_CACHE[key] = zones
+    return zones
+
+
+# phonenumbers maps zones by prefixes of at most this many digits (country code included).
+_TZ_PREFIX = TIMEZONE_LONGEST_PREFIX
+_ZONE_CACHE: dict[str, tuple[str, ...]] = {}
 
 
 def _parse_reason(exc: NumberParseException) -> str:
