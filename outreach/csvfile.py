@@ -1,0 +1,250 @@
+"""Streaming reader for the CSV files a care team exports (rosters, events).
+
+Spreadsheets produce BOMs, CRLF, quoted multi-line fields and the odd stray byte; a care team
+needs every problem tied to the physical line they see in an editor, and a million-row file must
+not be held in memory. So the file is read as bytes line by line (counting lines and bytes
+ourselves), decoded per line, and handed to the csv module, which reports where each record ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from outreach.errors import UserError
+
+# Files smaller than this finish before a progress bar would be worth drawing.
+PROGRESS_MIN_BYTES = 4 * 1024 * 1024
+# The first bytes are checked for UTF-8 before anything loads, so a Latin-1 or UTF-16 export
+# fails as one clear message instead of as hundreds of rejected rows.
+_SNIFF_BYTES = 64 * 1024
+_PROGRESS_EVERY = 1024 * 1024
+_NOT_UTF8 = "not UTF-8 text (an unreadable character); save the file as CSV UTF-8"
+_HEADER_NAME = re.compile(r"[\s\-]+")
+
+
+@dataclass
+class RowError:
+    """One problem with one record, in the words a care team can act on."""
+
+    line: int  # physical line (1-based) where the record starts
+    column: str  # "" when the whole record is unusable
+    value: str
+    reason: str
+
+    def describe(self) -> str:
+        if self.column:
+            return f"line {self.line}, {self.column} {self.value!r}: {self.reason}"
+        return f"line {self.line}: {self.reason}"
+
+
+class CsvFile:
+    """A header-checked CSV file, opened as a context manager, whose `records()` yields only records
+    with the right shape; malformed ones are appended to `errors` and counted in `rejected`."""
+
+    def __init__(
+        self,
+        path: Path,
+        required: Sequence[str],
+        optional: Sequence[str],
+        *,
+        label: str = "file",
+        progress: bool = False,
+        errors: list[RowError] | None = None,
+    ) -> None:
+        self.path = path
+        self.required = tuple(required)
+        self.optional = tuple(optional)
+        self.label = label
+        self.progress = progress
+        self.errors: list[RowError] = [] if errors is None else errors
+        self.rejected = 0
+        self.columns: tuple[str, ...] = ()
+        self.index: dict[str, int] = {}  # known column -> position
+        self.ignored: tuple[str, ...] = ()  # columns present but not ours
+        self.bad_lines: dict[int, str] = {}  # physical line -> why it cannot be read
+        self._raw: IO[bytes] | None = None
+        self._reader: Any = None
+
+    def __enter__(self) -> CsvFile:
+        try:
+            self._raw = self.path.open("rb")
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot read the {self.label} ({exc.strerror})") from None
+        try:
+            self._check_encoding()
+            self._read_header()
+        except BaseException:
+            self._raw.close()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._raw is not None:
+            self._raw.close()
+
+    def _check_encoding(self) -> None:
+        assert self._raw is not None
+        head = self._raw.read(_SNIFF_BYTES)
+        self._raw.seek(0)
+        if not head.strip(b"\xef\xbb\xbf \t\r\n"):
+            raise UserError(f"{self.path}: the {self.label} is empty (expected a header row)")
+        if b"\r" in head and b"\n" not in head:
+            raise UserError(
+                f"{self.path}: the {self.label} ends lines with CR only (old Mac format); "
+                "save it as CSV UTF-8"
+            )
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise UserError(f"{self.path}: the {self.label} is UTF-16; save it as CSV UTF-8")
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if exc.start < len(head) - 3:  # not merely a character cut at the sniff boundary
+                line = head.count(b"\n", 0, exc.start) + 1
+                raise UserError(
+                    f"{self.path}: the {self.label} is not UTF-8 text (byte 0x{head[exc.start]:02x} on line "
+                    f"{line}); save it as CSV UTF-8"
+                ) from None
+
+    def _read_header(self) -> None:
+        self._reader = csv.reader(self._decoded_lines(), strict=False)
+        header: list[str] | None = None
+        try:
+            for row in self._reader:
+                if any(cell.strip() for cell in row):
+                    header = row
+                    break
+        except csv.Error as exc:
+            raise UserError(
+                f"{self.path}: the header of the {self.label} is not readable CSV ({exc})"
+            ) from None
+        if header is None:
+            raise UserError(f"{self.path}: the {self.label} is empty (expected a header row)")
+        names = [_HEADER_NAME.sub("_", cell.strip().lower()) for cell in header]
+        while names and not names[-1]:  # spreadsheets pad the header with empty cells
+            names.pop()
+        seen: set[str] = set()
+        for name in names:
+            if name and name in seen:
+                raise UserError(f"{self.path}: column {name!r} appears twice in the header")
+            seen.add(name)
+        missing = [name for name in self.required if name not in seen]
+        if missing:
+            found = ", ".join(n for n in names if n) or "none"
+            hint = "" if seen & {*self.required, *self.optional} else " (the first line must be the header)"
+            raise UserError(
+                f"{self.path}: the {self.label} lacks required column{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)}; found columns: {found}{hint}"
+            )
+        known = {*self.required, *self.optional}
+        self.columns = tuple(names)
+        self.index = {name: i for i, name in enumerate(names) if name in known}
+        self.ignored = tuple(n for n in names if n and n not in known)
+
+    def _decoded_lines(self) -> Iterator[str]:
+        """Physical lines as text; an undecodable line is replaced, remembered and later rejected."""
+        assert self._raw is not None
+        bar = self._progress_bar()
+        number = 0
+        pending = 0
+        try:
+            for raw in self._raw:
+                number += 1
+                pending += len(raw)
+                if pending >= _PROGRESS_EVERY and bar is not None:
+                    bar[0].advance(bar[1], pending)
+                    pending = 0
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    self.bad_lines[number] = _NOT_UTF8
+                    text = raw.decode("utf-8", errors="replace")
+                if b"\x00" in raw:  # databases refuse NUL in text; so would any SMS
+                    self.bad_lines[number] = "contains a NUL byte (binary data, not text)"
+                    text = text.replace("\x00", "")
+                if number == 1 and text.startswith("\ufeff"):
+                    text = text[1:]
+                yield text
+        finally:
+            if bar is not None:
+                bar[0].stop()
+
+    def _progress_bar(self) -> tuple[Any, Any] | None:
+        if not self.progress:
+            return None
+        size = self.path.stat().st_size
+        if size < PROGRESS_MIN_BYTES:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = Console(stderr=True)
+        if not console.is_terminal:
+            return None
+        bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        task = bar.add_task(f"importing {self.path.name}", total=size)
+        bar.start()
+        return bar, task
+
+    def records(self) -> Iterator[tuple[int, list[str]]]:
+        """(first physical line, fields) for each non-blank record with as many fields as the header."""
+        width = len(self.columns)
+        reader = self._reader
+        previous = reader.line_num
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                self._reject(previous + 1, f"unreadable CSV record ({exc})")
+                if reader.line_num == previous:
+                    return
+                previous = reader.line_num
+                continue
+            line = previous + 1
+            end = reader.line_num
+            previous = end
+            if len(row) != width:
+                if len(row) > width and not any(row[width:]):
+                    del row[width:]  # trailing empty cells from a spreadsheet
+                elif not any(cell.strip() for cell in row):
+                    continue  # blank line
+                else:
+                    self._reject(line, f"expected {width} fields as in the header, found {len(row)}")
+                    continue
+            elif not any(row):
+                continue
+            if self.bad_lines:
+                reason = next((self.bad_lines[n] for n in range(line, end + 1) if n in self.bad_lines), None)
+                if reason is not None:
+                    self._reject(line, reason)
+                    continue
+            yield line, row
+
+    def _reject(self, line: int, reason: str) -> None:
+        self.rejected += 1
+        self.errors.append(RowError(line=line, column="", value="", reason=reason))
+
+
+def write_errors_csv(path: Path, errors: Iterable[RowError]) -> None:
+    """The `--errors` file: one row per problem, columns line,column,value,reason."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("line", "column", "value", "reason"))
+        for error in errors:
+            writer.writerow((error.line, error.column, error.value, error.reason))
