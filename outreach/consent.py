@@ -12,11 +12,11 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, exists, or_, select, update
+from sqlalchemy.orm import QueryableAttribute, Session
 
-from outreach.models import PENDING_STATUSES, AuditEntry, Base, Message, MessageStatus, PhoneConsent
+from outreach import db
+from outreach.models import PENDING_STATUSES, AuditEntry, Message, MessageStatus, PhoneConsent
 from outreach.phones import mask
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,11 @@ def opted_out() -> ColumnElement[bool]:
     )
 
 
+def number_opted_out(phone: ColumnElement[str] | QueryableAttribute[str]) -> ColumnElement[bool]:
+    """SQL condition "the number in column `phone` refuses texts now", for set-based queries."""
+    return exists().where(PhoneConsent.phone == phone, opted_out())
+
+
 def is_opted_out(session: Session, phone: str) -> bool:
     found = session.scalar(select(PhoneConsent.phone).where(PhoneConsent.phone == phone, opted_out()))
     return found is not None
@@ -52,7 +57,7 @@ def record_opt_out(
     racing scheduler cannot slip through; the first opt-out's time and keyword are kept.
     """
     was_out = is_opted_out(session, phone)
-    stmt = insert_for(session, PhoneConsent).values(
+    stmt = db.insert_for(session, PhoneConsent).values(
         phone=phone, opted_out_at=at, opted_out_by=by[:100], updated_at=at
     )
     stmt = stmt.on_conflict_do_update(
@@ -98,11 +103,3 @@ def cancel_pending(session: Session, phone: str, *, at: dt.datetime, reason: str
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def insert_for(session: Session, model: type[Base]) -> postgresql.Insert | sqlite.Insert:
-    """INSERT that supports ON CONFLICT in the dialect the session is bound to (SQLite or PostgreSQL),
-    so "first one wins" is one atomic statement instead of a read-then-write race."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)

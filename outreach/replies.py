@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from twilio.twiml.messaging_response import MessagingResponse
 
-from outreach import consent
+from outreach import consent, db
 from outreach.campaigns import CampaignFile, ReplyRule, render
 from outreach.config import Settings
 from outreach.errors import UserError
@@ -500,7 +500,7 @@ def _activate(session: Session, enrollment: Enrollment, inbound_id: int, how: st
         .execution_options(synchronize_session=False)
     )
     stmt = (
-        consent.insert_for(session, Activation)
+        db.insert_for(session, Activation)
         .values(
             patient_id=enrollment.patient_id,
             campaign_id=enrollment.campaign_id,

@@ -20,6 +20,8 @@ from outreach import db as dbmod
 from outreach.config import get_settings
 from outreach.models import Base
 
+pytest_plugins = ["tests.sandbox_fixtures"]
+
 REQUIRE_SERVICES = os.environ.get("OUTREACH_TEST_REQUIRE_SERVICES") == "1"
 ROOT = Path(__file__).resolve().parent.parent
 

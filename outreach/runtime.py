@@ -1,0 +1,86 @@
+"""The long-lived parts a sending process needs, built once per process from settings.
+
+Workers are threads: the engine and limiter are shared (both thread-safe); the Twilio client is
+per thread, because a `requests.Session` is not promised to be.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from outreach.campaigns import CampaignFile, load_campaigns
+from outreach.config import Settings, get_settings
+from outreach.db import engine_for
+from outreach.models import utcnow
+from outreach.providers.base import Provider
+from outreach.ratelimit import RateLimiter, limiter_for
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    clock: Callable[[], dt.datetime] = utcnow  # tests running a worker in-process inject their time
+    _local: threading.local = field(default_factory=threading.local, repr=False)
+    _campaigns: tuple[float, dict[str, CampaignFile]] | None = field(default=None, repr=False)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return engine_for(self.settings.database_url)
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        client = None
+        if self.settings.broker_url.startswith(("redis://", "rediss://")):
+            import redis
+
+            client = redis.Redis.from_url(self.settings.broker_url)
+        return limiter_for(self.settings, self.sender, client)
+
+    @property
+    def sender(self) -> str:
+        return self.settings.twilio_messaging_service_sid or self.settings.twilio_from_number or "default"
+
+    @property
+    def provider(self) -> Provider:
+        provider: Provider | None = getattr(self._local, "provider", None)
+        if provider is None:
+            from outreach.providers.twilio import TwilioProvider
+
+            provider = TwilioProvider(self.settings)
+            self._local.provider = provider
+        return provider
+
+    @property
+    def campaigns(self) -> dict[str, CampaignFile]:
+        """Campaign files, re-read when the directory changes so edits need no worker restart."""
+        directory = Path(self.settings.campaigns_dir)
+        stamp = max((p.stat().st_mtime for p in directory.glob("*.yaml")), default=0.0)
+        if self._campaigns is None or self._campaigns[0] != stamp:
+            self._campaigns = (stamp, load_campaigns(directory))
+        return self._campaigns[1]
+
+
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(get_settings())
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Forget the process's runtime (tests change settings between cases)."""
+    global _runtime
+    with _lock:
+        _runtime = None

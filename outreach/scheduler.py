@@ -1,0 +1,320 @@
+"""One scheduler pass (`outreach tick`): enroll, plan due steps, enqueue what is due now.
+
+Everything is decided from the database at `now` (injected), so a pass can run every minute from
+Celery beat, twice at once, or after an outage, and still send each step once (the outbox's
+unique (enrollment, step) key) at a time that fits the patient's window and the frequency cap.
+Only rows whose time has come are handed to Celery: nothing waits inside the broker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Engine, and_, exists, func, literal, select, text, update
+from sqlalchemy.orm import Session
+
+from outreach.campaigns import CampaignFile, render
+from outreach.config import Settings
+from outreach.consent import number_opted_out
+from outreach.db import insert_for, rowcount, session_scope
+from outreach.eligibility import eligible_patients
+from outreach.models import (
+    Campaign,
+    Enrollment,
+    Message,
+    MessageKind,
+    MessageStatus,
+    Patient,
+    utcnow,
+)
+from outreach.pacing import Pacer, recipient
+from outreach.segments import count_segments
+
+log = logging.getLogger(__name__)
+
+Dispatch = Callable[[Sequence[int]], None]
+ENQUEUE_CHUNK = 50  # ids per Celery task: big enough to amortize a task, small enough to spread
+
+
+@dataclass
+class TickResult:
+    enrolled: dict[str, int] = field(default_factory=dict)
+    planned: int = 0
+    canceled: int = 0
+    queued: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "enrolled": self.enrolled,
+            "planned": self.planned,
+            "canceled": self.canceled,
+            "queued": self.queued,
+        }
+
+
+def planning_day(now: dt.datetime, settings: Settings) -> dt.date:
+    """Campaign days (ages, look-backs, step offsets) are counted in the clinic's zone."""
+    return now.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(settings.default_timezone)).date()
+
+
+def tick(
+    engine: Engine,
+    campaigns: dict[str, CampaignFile],
+    *,
+    settings: Settings,
+    now: dt.datetime | None = None,
+    dispatch: Dispatch | None = None,
+) -> TickResult:
+    """Enroll, plan and enqueue; `now` is naive UTC. Returns what changed."""
+    now = now or utcnow()
+    result = TickResult()
+    with session_scope(engine) as session:
+        if _take_planning_lock(session):
+            sync_campaigns(session, campaigns)
+            on = planning_day(now, settings)
+            for campaign in campaigns.values():
+                if campaign.is_active(on):
+                    result.enrolled[campaign.id] = enroll(session, campaign, on, now)
+                    planned, canceled = plan_due_steps(session, campaign, on, now, settings)
+                    result.planned += planned
+                    result.canceled += canceled
+                else:
+                    result.canceled += cancel_pending(session, campaign.id, "campaign ended", now)
+            result.canceled += cancel_replied_reminders(session, campaigns, now)
+    result.queued = len(enqueue_due(engine, now, dispatch=dispatch))
+    return result
+
+
+def _take_planning_lock(session: Session) -> bool:
+    """Serialize planning so two schedulers never both use the same frequency-cap slot.
+
+    PostgreSQL: a transaction-scoped advisory lock (the loser skips planning, then enqueues).
+    SQLite: a write at the start of the transaction takes the database's single write lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(4242001)")).scalar())
+    session.execute(update(Campaign).where(literal(False)).values(name=Campaign.name))
+    return True
+
+
+def sync_campaigns(session: Session, campaigns: dict[str, CampaignFile]) -> None:
+    """Keep the campaigns table (referenced by enrollments) in step with the files."""
+    for campaign in campaigns.values():
+        digest = hashlib.sha256(campaign.model_dump_json().encode()).hexdigest()
+        row = session.get(Campaign, campaign.id)
+        if row is None:
+            session.add(Campaign(id=campaign.id, name=campaign.name, content_hash=digest))
+        elif row.content_hash != digest or row.name != campaign.name:
+            row.name, row.content_hash, row.loaded_at = campaign.name, digest, utcnow()
+    session.flush()
+
+
+def enroll(session: Session, campaign: CampaignFile, on: dt.date, now: dt.datetime) -> int:
+    """One INSERT … SELECT of newly eligible patients; idempotent, honours the cool-down."""
+    eligible = eligible_patients(campaign, on).subquery()
+    prior = Enrollment.__table__.alias("prior")
+    previous_cycles = (
+        select(func.count())
+        .select_from(prior)
+        .where(prior.c.patient_id == eligible.c.id, prior.c.campaign_id == campaign.id)
+        .scalar_subquery()
+    )
+    blocking = [prior.c.patient_id == eligible.c.id, prior.c.campaign_id == campaign.id]
+    if campaign.re_enroll_after is not None:
+        blocking.append(prior.c.enrolled_on > campaign.re_enroll_after.before(on))
+    source = select(
+        eligible.c.id,
+        literal(campaign.id),
+        previous_cycles + 1,
+        literal(on),
+        literal(now),
+        eligible.c.language,
+    ).where(~exists().where(*blocking))
+    statement = (
+        insert_for(session, Enrollment)
+        .from_select(["patient_id", "campaign_id", "cycle", "enrolled_on", "enrolled_at", "language"], source)
+        .on_conflict_do_nothing()
+        .returning(Enrollment.id)
+    )
+    return len(session.execute(statement).all())
+
+
+def plan_due_steps(
+    session: Session, campaign: CampaignFile, on: dt.date, now: dt.datetime, settings: Settings
+) -> tuple[int, int]:
+    """Create outbox rows for every step that has come due; returns (planned, canceled)."""
+    planned = canceled = 0
+    still_eligible = select(eligible_patients(campaign, on).subquery().c.id)
+    for index, step in enumerate(campaign.steps):
+        enrolled_by = step.after.before(on)
+        previous = campaign.steps[index - 1].id if index else None
+        prev_msg = Message.__table__.alias("prev")
+        columns = [
+            Enrollment.id,
+            Enrollment.enrolled_on,
+            Enrollment.replied_at,
+            Enrollment.language,
+            Patient.first_name,
+            Patient.phone,
+            Patient.phone_zones,
+            Patient.timezone,
+            Patient.postal_code,
+            number_opted_out(Patient.phone).label("opted_out"),
+            Patient.id.in_(still_eligible).label("eligible"),
+        ]
+        query = (
+            select(*columns)
+            .join(Patient, Patient.id == Enrollment.patient_id)
+            .where(
+                Enrollment.campaign_id == campaign.id,
+                Enrollment.ended_at.is_(None),
+                Enrollment.enrolled_on <= enrolled_by,
+                ~exists().where(Message.enrollment_id == Enrollment.id, Message.step_id == step.id),
+            )
+        )
+        if previous is not None:
+            query = query.add_columns(prev_msg.c.status).join(
+                prev_msg, and_(prev_msg.c.enrollment_id == Enrollment.id, prev_msg.c.step_id == previous)
+            )
+        rows = session.execute(query).all()
+        if not rows:
+            continue
+        pacer = Pacer(settings.daily_cap, settings.weekly_cap)
+        pacer.load(session, (row.phone for row in rows), now)
+        values = []
+        for row in rows:
+            _, template = campaign.text_for(step.text, row.language)
+            body = render(template, first_name=row.first_name, settings=settings)
+            reason = _cancel_reason(row, step.only_if, previous)
+            due_day = step.after.after(row.enrolled_on)
+            who = recipient(
+                row.phone, row.timezone, row.phone_zones, row.postal_code, settings.default_timezone
+            )
+            earliest = max(now, _local_midnight_utc(due_day, who.zones[0]))
+            record: dict[str, object] = {
+                "enrollment_id": row.id,
+                "step_id": step.id,
+                "kind": MessageKind.outreach,
+                "phone": row.phone,
+                "body": body,
+                "segments": count_segments(body).segments,
+                "planned_at": now,
+                "updated_at": now,
+                "canceled_at": None,
+                "cancel_reason": None,
+            }
+            if reason:
+                record |= {
+                    "status": MessageStatus.canceled,
+                    "send_at": now,
+                    "canceled_at": now,
+                    "cancel_reason": reason,
+                }
+                canceled += 1
+            else:
+                send_at = pacer.place(who, earliest, campaign.send_window)
+                pacer.record(row.phone, send_at)
+                record |= {"status": MessageStatus.planned, "send_at": send_at}
+                planned += 1
+            values.append(record)
+        for start in range(0, len(values), 1000):
+            session.execute(
+                insert_for(session, Message).values(values[start : start + 1000]).on_conflict_do_nothing()
+            )
+    return planned, canceled
+
+
+def _cancel_reason(row: Any, only_if: str | None, previous: str | None) -> str | None:
+    """Why a due step must not go out, or None; checked in this order so the funnel names the cause."""
+    if row.opted_out:
+        return "opted out"
+    if not row.eligible:
+        return "no longer eligible"
+    if only_if == "no_reply" and row.replied_at is not None:
+        return "replied"
+    if previous is not None and row.status in (MessageStatus.canceled, MessageStatus.failed):
+        return f"previous step {row.status}"
+    return None
+
+
+def _local_midnight_utc(day: dt.date, zone: str) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time(0), ZoneInfo(zone)).astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def cancel_pending(session: Session, campaign_id: str, reason: str, now: dt.datetime) -> int:
+    """Pending rows of a campaign that ended will never go out: say so in the outbox."""
+    enrollment_ids = select(Enrollment.id).where(Enrollment.campaign_id == campaign_id)
+    result = session.execute(
+        update(Message)
+        .where(
+            Message.enrollment_id.in_(enrollment_ids),
+            Message.status.in_((MessageStatus.planned, MessageStatus.queued)),
+        )
+        .values(status=MessageStatus.canceled, canceled_at=now, cancel_reason=reason, updated_at=now)
+    )
+    return rowcount(result)
+
+
+def cancel_replied_reminders(session: Session, campaigns: dict[str, CampaignFile], now: dt.datetime) -> int:
+    """A reply that arrives after a 'no reply' reminder was planned still stops that reminder."""
+    canceled = 0
+    for campaign in campaigns.values():
+        steps = [step.id for step in campaign.steps if step.only_if == "no_reply"]
+        if not steps:
+            continue
+        replied = select(Enrollment.id).where(
+            Enrollment.campaign_id == campaign.id, Enrollment.replied_at.is_not(None)
+        )
+        result = session.execute(
+            update(Message)
+            .where(
+                Message.enrollment_id.in_(replied),
+                Message.step_id.in_(steps),
+                Message.status.in_((MessageStatus.planned, MessageStatus.queued)),
+            )
+            .values(status=MessageStatus.canceled, canceled_at=now, cancel_reason="replied", updated_at=now)
+        )
+        canceled += rowcount(result)
+    return canceled
+
+
+def enqueue_due(
+    engine: Engine, now: dt.datetime, *, dispatch: Dispatch | None, batch: int = 5000
+) -> list[int]:
+    """Move due rows `planned → queued` and hand their ids to the workers, in chunks.
+
+    The status change commits before dispatch: a crash in between leaves `queued` rows that the
+    sweeper re-dispatches, never rows that were sent without being recorded.
+    """
+    queued: list[int] = []
+    while True:
+        with session_scope(engine) as session:
+            due = (
+                select(Message.id)
+                .where(Message.status == MessageStatus.planned, Message.send_at <= now)
+                .order_by(Message.send_at, Message.id)
+                .limit(batch)
+            )
+            ids = list(
+                session.scalars(
+                    update(Message)
+                    .where(Message.id.in_(due), Message.status == MessageStatus.planned)
+                    .values(status=MessageStatus.queued, queued_at=now, updated_at=now)
+                    .returning(Message.id)
+                )
+            )
+        if not ids:
+            return queued
+        ids.sort()
+        queued.extend(ids)
+        if dispatch is not None:
+            for start in range(0, len(ids), ENQUEUE_CHUNK):
+                dispatch(ids[start : start + ENQUEUE_CHUNK])
+        if len(ids) < batch:
+            return queued

@@ -1,0 +1,272 @@
+"""The sender against the sandbox through the real twilio client: once per step, consent and
+window at claim time, and each class of provider outcome ending in its stated status."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from outreach import scheduler, sending, sweeper
+from outreach.config import Settings, get_settings
+from outreach.consent import is_opted_out, record_opt_out
+from outreach.db import session_scope
+from outreach.models import Message, MessageStatus, utcnow
+from outreach.providers.twilio import TwilioProvider
+from outreach.ratelimit import NoLimit
+from outreach.sandbox.server import SandboxServer
+from outreach.sandbox.state import SandboxConfig
+from tests.factories import add_patient, campaign
+
+NOW = dt.datetime(2026, 11, 23, 14, 0)  # Monday 09:00 in New York
+CAMPAIGN = campaign()
+CAMPAIGNS = {CAMPAIGN.id: CAMPAIGN}
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    server = SandboxServer(
+        "AC" + "1" * 32, "sandbox-token", config=SandboxConfig(sent_after_s=0, delivered_after_s=0)
+    )
+    with server:
+        yield server
+
+
+@pytest.fixture
+def settings(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> Settings:
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", sandbox.account_sid)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", sandbox.auth_token)
+    monkeypatch.setenv("TWILIO_FROM_NUMBER", "+16175550000")
+    monkeypatch.setenv("OUTREACH_TWILIO_API_URL", sandbox.url)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _queue(engine: Engine, now: dt.datetime = NOW) -> list[int]:
+    """Plan and enqueue with the real scheduler; returns the queued ids."""
+    return sorted(
+        scheduler.tick(engine, CAMPAIGNS, settings=get_settings(), now=now).queued and _ids(engine, "queued")
+    )
+
+
+def _ids(engine: Engine, status: str) -> list[int]:
+    with session_scope(engine) as s:
+        return list(s.scalars(select(Message.id).where(Message.status == status).order_by(Message.id)))
+
+
+def _send(
+    engine: Engine, settings: Settings, ids: list[int], *, now: dt.datetime = NOW, timeout: float = 5.0
+):
+    return sending.send_batch(
+        ids,
+        engine=engine,
+        provider=TwilioProvider(settings, timeout=timeout),
+        limiter=NoLimit(),
+        campaigns=CAMPAIGNS,
+        settings=settings,
+        clock=lambda: now,
+    )
+
+
+def _rows(engine: Engine) -> dict[int, Message]:
+    with session_scope(engine) as s:
+        return {m.id: m for m in s.scalars(select(Message))}
+
+
+def test_each_queued_row_is_sent_once_even_when_dispatched_twice(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
+) -> None:
+    for i in range(3):
+        add_patient(session, f"S{i}", phone=f"(617) 555-010{i}")
+    session.commit()
+    ids = _queue(engine)
+    assert len(ids) == 3
+    first = _send(engine, settings, ids)
+    again = _send(engine, settings, ids)
+    assert (first.sent, again.sent, again.skipped) == (3, 0, 3)
+    accepted = sandbox.messages()
+    assert sorted(m["to"] for m in accepted) == ["+16175550100", "+16175550101", "+16175550102"]
+    rows = _rows(engine)
+    assert {r.provider_sid for r in rows.values()} == {m["sid"] for m in accepted}
+    assert all(r.status == MessageStatus.sent and r.sent_at == NOW for r in rows.values())
+
+
+def test_number_opted_out_after_queueing_is_not_sent_to(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
+) -> None:
+    add_patient(session, "O1")
+    session.commit()
+    [message_id] = _queue(engine)
+    with session_scope(engine) as s:
+        # Mark it queued again as if the STOP raced the claim (record_opt_out cancels pending rows).
+        record_opt_out(s, "+16175550101", by="STOP", at=NOW)
+        s.get(Message, message_id).status = MessageStatus.queued  # type: ignore[union-attr]
+    result = _send(engine, settings, [message_id])
+    assert result.canceled == 1
+    assert sandbox.messages() == []
+    assert _rows(engine)[message_id].cancel_reason == "opted out"
+
+
+def test_row_due_at_2059_that_waits_past_2100_moves_to_the_next_morning(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
+) -> None:
+    add_patient(session, "W1")
+    session.commit()
+    wide = campaign(
+        send_window={"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "22:00"}
+    )
+    at_2059 = dt.datetime(2026, 11, 24, 1, 59)  # Monday 20:59 New York
+    scheduler.tick(engine, {wide.id: wide}, settings=settings, now=at_2059)
+    [message_id] = _ids(engine, "queued")
+    at_2100 = at_2059 + dt.timedelta(minutes=1)
+    result = sending.send_batch(
+        [message_id],
+        engine=engine,
+        provider=TwilioProvider(settings),
+        limiter=NoLimit(),
+        campaigns={wide.id: wide},
+        settings=settings,
+        clock=lambda: at_2100,
+    )
+    assert result.rescheduled == 1
+    row = _rows(engine)[message_id]
+    assert (row.status, row.send_at) == (MessageStatus.planned, dt.datetime(2026, 11, 24, 13, 0))  # Tue 08:00
+    assert sandbox.messages() == []
+
+
+@pytest.mark.parametrize(("fault", "expected"), [({"p429": 1.0}, 20429), ({"p500": 1.0}, 20500)])
+def test_retryable_errors_back_off_on_the_same_row_then_fail(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer, fault: dict, expected: int
+) -> None:
+    add_patient(session, "R1")
+    session.commit()
+    [message_id] = _queue(engine)
+    sandbox.configure(**fault)
+    now = NOW
+    for attempt in range(1, sending.MAX_ATTEMPTS):
+        assert _send(engine, settings, [message_id], now=now).retrying == 1
+        row = _rows(engine)[message_id]
+        assert (row.status, row.attempts, row.error_code) == (MessageStatus.planned, attempt, expected)
+        assert row.send_at > now
+        now = row.send_at
+        assert scheduler.enqueue_due(engine, now, dispatch=None) == [message_id]
+    assert _send(engine, settings, [message_id], now=now).failed == 1
+    row = _rows(engine)[message_id]
+    assert (row.status, row.error_code) == (MessageStatus.failed, expected)
+    assert sandbox.messages() == []
+
+
+@pytest.mark.parametrize("code", [21211, 21614, 21610])
+def test_permanent_errors_fail_with_twilios_code(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer, code: int
+) -> None:
+    add_patient(session, "P1")
+    session.commit()
+    [message_id] = _queue(engine)
+    other = Message(
+        enrollment_id=None,
+        step_id="answer:x",
+        kind="answer",
+        phone="+16175550101",
+        body="b",
+        status=MessageStatus.planned,
+        send_at=NOW + dt.timedelta(hours=1),
+    )
+    with session_scope(engine) as s:
+        s.add(other)
+    sandbox.configure(reject={"+16175550101": code})
+    assert _send(engine, settings, [message_id]).failed == 1
+    rows = _rows(engine)
+    assert (rows[message_id].status, rows[message_id].error_code) == (MessageStatus.failed, code)
+    with session_scope(engine) as s:
+        assert is_opted_out(s, "+16175550101") is (code == 21610)
+    assert rows[other.id].status == (MessageStatus.canceled if code == 21610 else MessageStatus.planned)
+
+
+def test_ambiguous_timeout_is_reconciled_without_a_second_send(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
+) -> None:
+    # The provider stamps messages with the real clock, so this row is an answer (no send window)
+    # sent "now" for real; the lookup by recipient and time must find it.
+    now = utcnow()
+    with session_scope(engine) as s:
+        row = Message(
+            step_id="answer:SMx",
+            kind="answer",
+            phone="+16175550101",
+            body="Thanks!",
+            status=MessageStatus.queued,
+            send_at=now,
+            queued_at=now,
+        )
+        s.add(row)
+    sandbox.configure(p_timeout=1.0, timeout_hold_s=5)
+    assert _send(engine, settings, [row.id], now=now, timeout=0.5).unknown == 1
+    assert _rows(engine)[row.id].status == MessageStatus.unknown
+    sandbox.configure(p_timeout=0.0)
+    result = sweeper.sweep(
+        engine, provider=TwilioProvider(settings), dispatch=None, now=now + dt.timedelta(minutes=1)
+    )
+    assert result.found == 1
+    [accepted] = sandbox.messages()
+    settled = _rows(engine)[row.id]
+    assert (settled.status, settled.provider_sid) == (MessageStatus.sent, accepted["sid"])
+    again = sweeper.sweep(
+        engine, provider=TwilioProvider(settings), dispatch=None, now=now + dt.timedelta(minutes=2)
+    )
+    assert (again.found, again.requeued, again.failed) == (0, 0, 0)
+    assert len(sandbox.messages()) == 1
+
+
+def test_unknown_message_the_provider_never_got_is_failed_after_its_queue_time(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
+) -> None:
+    add_patient(session, "T2")
+    session.commit()
+    [message_id] = _queue(engine)
+    with session_scope(engine) as s:
+        row = s.get(Message, message_id)
+        assert row is not None
+        row.status, row.sending_at = MessageStatus.unknown, NOW
+    provider = TwilioProvider(settings)
+    assert (
+        sweeper.sweep(engine, provider=provider, dispatch=None, now=NOW + dt.timedelta(minutes=5)).failed == 0
+    )
+    assert (
+        sweeper.sweep(engine, provider=provider, dispatch=None, now=NOW + dt.timedelta(minutes=11)).failed
+        == 1
+    )
+    assert _rows(engine)[message_id].status == MessageStatus.failed
+    assert sandbox.messages() == []
+
+
+def test_lost_queue_and_dead_worker_are_recovered_by_the_sweeper(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
+) -> None:
+    add_patient(session, "L1", phone="(617) 555-0101")
+    add_patient(session, "L2", phone="(617) 555-0102")
+    session.commit()
+    lost, claimed = _queue(engine)
+    with session_scope(engine) as s:  # a worker claimed this one and died before calling Twilio
+        assert sending.claim(s, claimed, NOW) is not None
+    dispatched: list[int] = []
+    early = sweeper.sweep(
+        engine,
+        provider=TwilioProvider(settings),
+        dispatch=dispatched.extend,
+        now=NOW + dt.timedelta(minutes=1),
+    )
+    assert (early.redispatched, early.requeued, dispatched) == (0, 0, [])
+    later = sweeper.sweep(
+        engine,
+        provider=TwilioProvider(settings),
+        dispatch=dispatched.extend,
+        now=NOW + dt.timedelta(minutes=6),
+    )
+    assert (later.redispatched, later.requeued) == (1, 1)
+    assert sorted(dispatched) == [lost, claimed]
+    assert _send(engine, settings, dispatched, now=NOW + dt.timedelta(minutes=6)).sent == 2
+    assert len(sandbox.messages()) == 2

@@ -1,0 +1,234 @@
+"""End to end through real Celery workers: roster → tick → Celery → twilio client → sandbox.
+
+The Redis tests start `celery -A workers worker` processes against the real Redis; the embedded
+test runs a real Celery worker in this process on the in-memory broker, as the demo does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from outreach import scheduler, sweeper
+from outreach.campaigns import load_campaigns
+from outreach.config import get_settings
+from outreach.db import get_engine, session_scope
+from outreach.models import Message, MessageStatus, utcnow
+from outreach.providers.twilio import TwilioProvider
+from outreach.sandbox.server import SandboxServer
+from outreach.sandbox.state import SandboxConfig
+from tests.factories import add_patient
+from tests.workers_harness import wait_until, worker_processes
+
+CAMPAIGN_YAML = """
+id: e2e
+name: End to end
+active: {from: 2026-01-01}
+audience: {age: {min: 18, max: 99}, sex: any}
+send_window: {days: [mon, tue, wed, thu, fri, sat, sun], start: "09:00", end: "18:00"}
+re_enroll_after: 365d
+steps:
+  - id: invite
+    after: 0d
+    text: {en: "Hi {first_name}, {clinic_name} here. Reply STOP to opt out."}
+"""
+
+
+def noon_zone(now: dt.datetime) -> str:
+    """An IANA zone where it is about noon right now, so workers on the real clock are in the window."""
+    offset = (12 - now.hour + 12) % 24 - 12  # -12..11 hours from UTC
+    return "Etc/GMT" + (f"{-offset:+d}" if offset else "")  # Etc/GMT signs are inverted by POSIX
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(
+        "AC" + "2" * 32, "e2e-token", config=SandboxConfig(sent_after_s=0, delivered_after_s=0)
+    ) as s:
+        yield s
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield redis_url
+    client.flushdb()
+
+
+@pytest.fixture
+def env(
+    engine: Engine, database_url: str, sandbox: SandboxServer, broker: str, tmp_path: Path
+) -> dict[str, str]:
+    campaigns = tmp_path / "campaigns"
+    campaigns.mkdir()
+    (campaigns / "e2e.yaml").write_text(CAMPAIGN_YAML)
+    return {
+        "OUTREACH_DATABASE_URL": database_url,
+        "OUTREACH_BROKER_URL": broker,
+        "OUTREACH_CAMPAIGNS_DIR": str(campaigns),
+        "OUTREACH_CLINIC_NAME": "Riverside Health",
+        "OUTREACH_SEND_RATE": "1000",
+        "TWILIO_ACCOUNT_SID": sandbox.account_sid,
+        "TWILIO_AUTH_TOKEN": sandbox.auth_token,
+        "TWILIO_FROM_NUMBER": "+16175550000",
+        "OUTREACH_TWILIO_API_URL": sandbox.url,
+    }
+
+
+def _patients(session: Session, count: int) -> None:
+    zone = noon_zone(utcnow())
+    for i in range(count):
+        add_patient(
+            session,
+            f"E{i:03d}",
+            phone=f"(617) 555-{i:04d}" if i >= 100 else f"(617) 555-01{i:02d}",
+            timezone=zone,
+        )
+    session.commit()
+
+
+def _dispatcher(broker_url: str):  # type: ignore[no-untyped-def]
+    """What the scheduler process does: send task messages that carry ids only."""
+    producer = Celery(broker=broker_url)
+
+    def dispatch(ids: Sequence[int]) -> None:
+        producer.send_task("outreach.send_messages", args=[list(ids)], queue="outreach")
+
+    return dispatch
+
+
+def _tick(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, dispatch) -> scheduler.TickResult:  # type: ignore[no-untyped-def]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    return scheduler.tick(
+        get_engine(), load_campaigns(), settings=get_settings(), now=utcnow(), dispatch=dispatch
+    )
+
+
+def _count(engine: Engine, status: str) -> int:
+    with session_scope(engine) as s:
+        return s.scalar(select(func.count()).select_from(Message).where(Message.status == status)) or 0
+
+
+def _assert_each_once(sandbox: SandboxServer, expected: int) -> None:
+    recipients = [m["to"] for m in sandbox.messages()]
+    assert len(recipients) == expected
+    assert len(set(recipients)) == expected
+
+
+@pytest.mark.redis
+def test_two_ticks_and_two_workers_send_each_step_once(
+    engine: Engine,
+    session: Session,
+    env: dict[str, str],
+    sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _patients(session, 30)
+    dispatch = _dispatcher(env["OUTREACH_BROKER_URL"])
+    with worker_processes(env, count=2):
+        results: list[scheduler.TickResult] = []
+        ticks = [
+            threading.Thread(target=lambda: results.append(_tick(env, monkeypatch, dispatch)))
+            for _ in range(2)
+        ]
+        for t in ticks:
+            t.start()
+        for t in ticks:
+            t.join()
+        assert sum(r.queued for r in results) == 30
+        assert wait_until(
+            lambda: _count(engine, MessageStatus.sent) + _count(engine, MessageStatus.delivered) == 30
+        )
+        # A duplicate delivery of every task (what a broker redelivery looks like) changes nothing.
+        with session_scope(engine) as s:
+            dispatch(list(s.scalars(select(Message.id))))
+        wait_until(lambda: False, timeout=1.5)
+    _assert_each_once(sandbox, 30)
+
+
+@pytest.mark.redis
+def test_redis_flush_after_enqueueing_loses_nothing(
+    engine: Engine,
+    session: Session,
+    env: dict[str, str],
+    sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _patients(session, 10)
+    assert _tick(env, monkeypatch, _dispatcher(env["OUTREACH_BROKER_URL"])).queued == 10
+    redis.Redis.from_url(env["OUTREACH_BROKER_URL"]).flushdb()
+    with worker_processes(env):
+        wait_until(lambda: False, timeout=1.0)
+        assert sandbox.messages() == []
+        swept = sweeper.sweep(
+            engine,
+            provider=TwilioProvider(get_settings()),
+            dispatch=_dispatcher(env["OUTREACH_BROKER_URL"]),
+            now=utcnow() + dt.timedelta(minutes=6),
+        )
+        assert swept.redispatched == 10
+        assert wait_until(lambda: len(sandbox.messages()) == 10)
+        wait_until(lambda: False, timeout=1.0)
+    _assert_each_once(sandbox, 10)
+
+
+@pytest.mark.redis
+def test_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
+    engine: Engine,
+    session: Session,
+    env: dict[str, str],
+    sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _patients(session, 40)
+    sandbox.configure(latency_ms=100)
+    dispatch = _dispatcher(env["OUTREACH_BROKER_URL"])
+    with worker_processes(env, concurrency=1) as [worker]:
+        _tick(env, monkeypatch, dispatch)
+        assert wait_until(lambda: len(sandbox.messages()) >= 5)
+        worker.kill()
+    sent_before = len(sandbox.messages())
+    assert 5 <= sent_before < 40
+    sandbox.configure(latency_ms=0)
+    swept = sweeper.sweep(
+        engine,
+        provider=TwilioProvider(get_settings()),
+        dispatch=dispatch,
+        now=utcnow() + dt.timedelta(minutes=6),
+    )
+    assert swept.redispatched + swept.requeued + swept.found >= 40 - sent_before
+    with worker_processes(env):
+        assert wait_until(
+            lambda: _count(engine, MessageStatus.sent) + _count(engine, MessageStatus.delivered) == 40
+        )
+        wait_until(lambda: False, timeout=1.0)
+    _assert_each_once(sandbox, 40)
+
+
+@pytest.mark.redis
+def test_global_rate_holds_across_four_worker_processes(
+    engine: Engine,
+    session: Session,
+    env: dict[str, str],
+    sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _patients(session, 80)
+    env = {**env, "OUTREACH_SEND_RATE": "20"}
+    with worker_processes(env, count=4, concurrency=4):
+        _tick(env, monkeypatch, _dispatcher(env["OUTREACH_BROKER_URL"]))
+        assert wait_until(lambda: len(sandbox.messages()) == 80, timeout=30)
+    stats = sandbox.stats()
+    assert stats["max_segments_per_second"] <= 20
+    _assert_each_once(sandbox, 80)

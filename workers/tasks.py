@@ -1,0 +1,45 @@
+"""Celery tasks: thin wrappers that call the engine with this process's runtime."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from outreach import scheduler, sending, sweeper
+from outreach.models import naive_utc
+from outreach.runtime import get_runtime
+from workers.app import app
+
+
+@app.task(name="outreach.send_messages")
+def send_messages(ids: list[int]) -> dict[str, int]:
+    rt = get_runtime()
+    result = sending.send_batch(
+        [int(i) for i in ids],
+        engine=rt.engine,
+        provider=rt.provider,
+        limiter=rt.limiter,
+        campaigns=rt.campaigns,
+        settings=rt.settings,
+        clock=rt.clock,
+    )
+    return {"claimed": result.claimed, "sent": result.sent, "skipped": result.skipped}
+
+
+@app.task(name="outreach.tick")
+def tick(now: str | None = None) -> dict[str, object]:
+    rt = get_runtime()
+    at = naive_utc(dt.datetime.fromisoformat(now)) if now else rt.clock()
+    return scheduler.tick(rt.engine, rt.campaigns, settings=rt.settings, now=at, dispatch=dispatch).as_dict()
+
+
+@app.task(name="outreach.sweep")
+def sweep() -> dict[str, int]:
+    rt = get_runtime()
+    result = sweeper.sweep(rt.engine, provider=rt.provider, dispatch=dispatch, now=rt.clock())
+    return vars(result)
+
+
+def dispatch(ids: Sequence[int]) -> None:
+    """Hand outbox ids to the workers: one task per chunk, carrying ids only (never a body)."""
+    send_messages.delay(list(ids))
