@@ -451,6 +451,12 @@ class SendWindow(_Strict):
                 f"start {self.start:%H:%M} is not before end {self.end:%H:%M}; the window is one stretch "
                 "of a day in the patient's time zone, so start must be earlier than end",
             )
+        if max(self.start, QUIET_BEFORE) >= min(self.end, QUIET_AFTER):
+            raise _fail(
+                "send_window",
+                f"{self.start:%H:%M}-{self.end:%H:%M} has no time inside {QUIET_BEFORE:%H:%M}-"
+                f"{QUIET_AFTER:%H:%M}, the only hours texts are ever sent; move the window into them",
+            )
         return self
 
 

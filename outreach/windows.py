@@ -32,11 +32,10 @@ from collections.abc import Sequence
 from functools import lru_cache, reduce
 from zoneinfo import ZoneInfo
 
-from outreach.campaigns import WEEKDAYS, SendWindow
+from outreach.campaigns import QUIET_AFTER, QUIET_BEFORE, WEEKDAYS, SendWindow
 from outreach.states import STRICT_STATES, area_code_state, postal_code_state
 
-HARD_START = dt.time(8)
-HARD_END = dt.time(21)
+HARD_START, HARD_END = QUIET_BEFORE, QUIET_AFTER  # whatever a campaign says
 STRICT_END = dt.time(20)
 SEARCH_DAYS = 14
 

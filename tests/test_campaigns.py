@@ -730,3 +730,15 @@ def test_cli_list_with_an_invalid_file_is_a_clear_message(
     assert result.output.startswith("error: invalid campaign files (1 error;")
     assert 'test-campaign.yaml: re_enroll_after: "soon" is not a duration' in result.output
     assert "Traceback" not in result.output
+
+
+def test_send_window_with_no_time_inside_the_legal_hours_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "early.yaml"
+    path.write_text(
+        "id: early\nname: Early\nactive: {from: 2026-01-01}\naudience: {age: {min: 40, max: 75}}\n"
+        'send_window: {days: [mon], start: "06:00", end: "07:30"}\n'
+        'steps: [{id: invite, after: 0d, text: {en: "Hi {first_name}. Reply STOP to opt out."}}]\n'
+    )
+    _, problems = validate_files([path])
+    errors = [p for p in problems if p.severity == "error"]
+    assert [(p.field, "no time inside 08:00-21:00" in p.message) for p in errors] == [("send_window", True)]
