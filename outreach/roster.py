@@ -166,6 +166,9 @@ class _PatientRows:
         mrn, first_name, birth_raw, phone_raw, last_name, sex_raw, language_raw, zone_raw, postal_code = (
             fields[at].strip() for at in self.positions
         )
+        # A name is text a patient will read: a line break or a run of spaces typed into a cell
+        # must not reach a message.
+        first_name, last_name = " ".join(first_name.split()), " ".join(last_name.split())
         bad: list[RowError] = []
         if not mrn:
             bad.append(RowError(line, "mrn", "", "missing mrn"))

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, func, select, update
 
 from outreach import csvfile
 from outreach.cli import main
+from outreach.db import session_scope
 from outreach.errors import UserError
 from outreach.models import Patient, PatientEvent
 from outreach.roster import ImportResult, RowError, import_events, import_patients, write_errors_csv
@@ -111,7 +112,7 @@ def test_each_bad_row_is_reported_with_its_physical_line(
 
     stored = _patients(engine)
     assert set(stored) == {"A1", "A12"}
-    assert stored["A1"].last_name == f"Smith{newline}Jones, Jr."
+    assert stored["A1"].last_name == "Smith Jones, Jr."  # the line break inside the name is folded
     assert (stored["A1"].sex, stored["A1"].phone, stored["A1"].postal_code) == (
         "female",
         "+16175550101",
@@ -510,3 +511,15 @@ def test_large_generator_is_deterministic_distinct_and_clean(engine: Engine, tmp
     assert events.rejected == 0 and events.accepted > 3000
     with engine.connect() as conn:
         assert conn.scalar(select(func.count(func.distinct(Patient.phone)))) == 3000
+
+
+def test_whitespace_inside_names_is_collapsed(engine: Engine, tmp_path: Path) -> None:
+    roster_file = tmp_path / "names.csv"
+    roster_file.write_text(
+        "mrn,first_name,last_name,birth_date,phone\n"
+        'N1,"Mary\n  Ann","de  la Cruz",1970-01-01,(617) 555-0101\n'
+    )
+    assert import_patients(engine, roster_file).rejected == 0
+    with session_scope(engine) as s:
+        patient = s.scalars(select(Patient)).one()
+        assert (patient.first_name, patient.last_name) == ("Mary Ann", "de la Cruz")
