@@ -200,7 +200,7 @@ def create_app(
         if not state:
             raise HTTPException(400, "missing MessageStatus")
         raw_code = (form.get("ErrorCode") or "").strip()
-        if raw_code and not raw_code.isdigit():
+        if raw_code and not (raw_code.isascii() and raw_code.isdigit() and len(raw_code) <= 9):
             raise HTTPException(400, "ErrorCode is not a number")
         to = webhook_number(form.get("To"), settings.default_region, "To", required=False)
         message = (form.get("ErrorMessage") or "").strip()[:500] or None

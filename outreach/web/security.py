@@ -58,4 +58,6 @@ async def signed_form(request: Request, *, auth_token: str, public_url: str) -> 
         raise HTTPException(403, f"{SIGNATURE_HEADER} does not match this request")
     if not is_form:
         raise HTTPException(400, f"expected {FORM_TYPE}")
+    if any("\x00" in key or "\x00" in value for key, value in pairs):
+        raise HTTPException(400, "a form field contains a NUL character")
     return form

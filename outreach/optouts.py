@@ -1,0 +1,153 @@
+"""Opt-outs as the care team sees and changes them: list, add for a patient who asked by phone or in
+person, and remove only with the patient's recorded consent.
+
+The rules live in outreach/consent.py (per-number consent, pending messages canceled, audit rows);
+this module adds what staff actions need on top: any human number format, a named person on every
+change, and a reason that is mandatory when texts resume, since texting a number that opted out
+without its consent is what the TCPA penalizes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from outreach import consent
+from outreach.errors import UserError
+from outreach.handoffs import iso_utc, staff_name
+from outreach.models import AuditEntry, Patient, PhoneConsent
+from outreach.phones import PhoneError, mask, parse_phone
+
+STAFF = "staff"  # opted_out_by / opted_in_by for staff changes, followed by ": reason" when given
+# Twilio's own opt-out keywords: after one of these Twilio refuses our texts (error 21610) until the
+# patient texts START, whatever our database says.
+PROVIDER_BLOCKING = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "twilio:21610"}
+)
+
+
+class OptOutRefused(UserError):
+    """The change does not apply to this number as it stands (nothing to remove): the CLI exits 1."""
+
+
+@dataclass(frozen=True)
+class OptOutRow:
+    phone: str  # E.164
+    opted_out_at: dt.datetime  # naive UTC
+    by: str | None  # the keyword or phrase, `twilio:<code>`, or `staff: <reason>`
+    actor: str | None  # patient, twilio, or the staff member's name (from audit_log)
+    patients: tuple[str, ...]  # mrns of the patients sharing the number
+
+    @property
+    def blocked_at_provider(self) -> bool:
+        """Twilio itself blocks this number too: only the patient texting START lifts that."""
+        return (self.by or "") in PROVIDER_BLOCKING
+
+    def as_dict(self, *, show_numbers: bool = False) -> dict[str, Any]:
+        """The documented `--json` shape; numbers are masked unless asked for."""
+        return {
+            "phone": self.phone if show_numbers else mask(self.phone),
+            "opted_out_at": iso_utc(self.opted_out_at),
+            "by": self.by,
+            "actor": self.actor,
+            "patients": list(self.patients),
+        }
+
+
+@dataclass(frozen=True)
+class OptOutChange:
+    phone: str  # E.164
+    changed: bool  # False when the number was already in the requested state
+    canceled: int = 0  # pending messages canceled by an opt-out
+    previous: OptOutRow | None = None  # the opt-out in force before the change, if any
+
+
+def parse_number(raw: str, default_region: str) -> str:
+    """A number as staff type it ("(617) 555-0123", "617.555.0123", "+1 617…") in E.164."""
+    try:
+        return parse_phone(raw, default_region).e164
+    except PhoneError as exc:
+        raise UserError(f"NUMBER {raw!r}: {exc}") from None
+
+
+def list_opt_outs(session: Session, *, phone: str | None = None) -> list[OptOutRow]:
+    """Numbers opted out now, newest first, with who did it and which patients share the number."""
+    latest = (
+        select(AuditEntry.subject, func.max(AuditEntry.id).label("entry_id"))
+        .where(AuditEntry.action == "opt_out")
+        .group_by(AuditEntry.subject)
+        .subquery()
+    )
+    stmt = (
+        select(PhoneConsent.phone, PhoneConsent.opted_out_at, PhoneConsent.opted_out_by, AuditEntry.actor)
+        .outerjoin(latest, latest.c.subject == PhoneConsent.phone)
+        .outerjoin(AuditEntry, AuditEntry.id == latest.c.entry_id)
+        .where(consent.opted_out())
+        .order_by(PhoneConsent.opted_out_at.desc(), PhoneConsent.phone)
+    )
+    mrns = select(Patient.phone, Patient.mrn).join(PhoneConsent, PhoneConsent.phone == Patient.phone)
+    mrns = mrns.where(consent.opted_out()).order_by(Patient.mrn)
+    if phone is not None:
+        stmt = stmt.where(PhoneConsent.phone == phone)
+        mrns = mrns.where(Patient.phone == phone)
+    sharing: dict[str, list[str]] = {}
+    for number, mrn in session.execute(mrns):
+        sharing.setdefault(number, []).append(mrn)
+    rows = []
+    for number, at, by, actor in session.execute(stmt):
+        assert at is not None  # opted_out() requires it
+        rows.append(OptOutRow(number, at, by, actor, tuple(sharing.get(number, ()))))
+    return rows
+
+
+def current(session: Session, phone: str) -> OptOutRow | None:
+    """The opt-out in force for an E.164 number, if any."""
+    found = list_opt_outs(session, phone=phone)
+    return found[0] if found else None
+
+
+def add_opt_out(
+    session: Session, number: str, *, by: str, reason: str | None, at: dt.datetime, default_region: str
+) -> OptOutChange:
+    """Opt a number out on a patient's behalf; pending messages to it are canceled at once.
+
+    Adding an opt-out that is already in force keeps the original (time, keyword) and still cancels
+    anything planned since, like consent.record_opt_out.
+    """
+    actor = staff_name(by)
+    phone = parse_number(number, default_region)
+    why = (reason or "").strip()
+    previous = current(session, phone)
+    change = consent.record_opt_out(
+        session, phone, by=f"{STAFF}: {why}" if why else STAFF, at=at, actor=actor
+    )
+    if not change.changed and change.canceled:
+        # consent audits only the opt-out itself; messages canceled under an old one are a change too.
+        detail = f"canceled {change.canceled} (already opted out)" + (f"; {why}" if why else "")
+        session.add(AuditEntry(at=at, actor=actor, action="cancel_pending", subject=phone, detail=detail))
+    return OptOutChange(phone=phone, changed=change.changed, canceled=change.canceled, previous=previous)
+
+
+def remove_opt_out(
+    session: Session, number: str, *, by: str, reason: str, at: dt.datetime, default_region: str
+) -> OptOutChange:
+    """Let texts resume to a number: only with the patient's consent, recorded as `reason`.
+
+    Raises OptOutRefused when the number is not opted out (nothing to undo).
+    """
+    actor = staff_name(by)
+    why = reason.strip()
+    if not why:
+        raise UserError("--reason: record the patient's consent (when, how, to whom) to resume texts")
+    phone = parse_number(number, default_region)
+    previous = current(session, phone)
+    if previous is None:
+        raise OptOutRefused(f"{mask(phone)} is not opted out; nothing to remove")
+    change = consent.record_opt_in(session, phone, by=f"{STAFF}: {why}", at=at, actor=actor)
+    if not change.changed:  # opted in by someone else between the two statements
+        raise OptOutRefused(f"{mask(phone)} is not opted out; nothing to remove")
+    return OptOutChange(phone=phone, changed=True, previous=previous)
