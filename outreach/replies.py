@@ -31,8 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import phonenumbers
-from sqlalchemy import func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -304,38 +303,40 @@ def handle_inbound(
     to = webhook_number(form.get("To"), settings.default_region, "To", required=False) or ""
     body = form.get("Body") or ""
 
-    if _seen(session, sid, idempotency_token):
-        return InboundResult(duplicate=True)
-
     ctx = _context(session, phone, campaigns)
     text = normalize(body)
     kind, detail, rule = _classify(text, ctx)
     patient = ctx.patient
-    inbound = InboundMessage(
-        provider_sid=sid,
-        idempotency_token=idempotency_token,
-        from_phone=phone,
-        to_phone=to,
-        body=body,
-        received_at=now,
-        patient_id=patient.id if patient else None,
-        enrollment_id=ctx.enrollment.id if ctx.enrollment else None,
-        classification=kind,
+    patient_id = patient.id if patient else None
+    enrollment_id = ctx.enrollment.id if ctx.enrollment else None
+    # One statement stores the reply or finds it already stored (same MessageSid or idempotency
+    # token, earlier or racing): no SELECT first, no SAVEPOINT around the INSERT.
+    inbound_id = session.scalar(
+        db.insert_for(session, InboundMessage)
+        .values(
+            provider_sid=sid,
+            idempotency_token=idempotency_token,
+            from_phone=phone,
+            to_phone=to,
+            body=body,
+            received_at=now,
+            patient_id=patient_id,
+            enrollment_id=enrollment_id,
+            classification=kind,
+        )
+        .on_conflict_do_nothing()
+        .returning(InboundMessage.id)
     )
-    try:
-        with session.begin_nested():
-            session.add(inbound)
-            session.flush()
-    except IntegrityError:  # the same webhook, racing in another request
+    if inbound_id is None:
         return InboundResult(duplicate=True)
 
     result = InboundResult(
         duplicate=False,
-        inbound_id=inbound.id,
+        inbound_id=inbound_id,
         classification=kind,
         phone=phone,
         patient_ids=tuple(p.id for p in ctx.patients),
-        enrollment_id=inbound.enrollment_id,
+        enrollment_id=enrollment_id,
     )
     first_name = patient.first_name if patient else ""
     answer_here = not settings.twilio_advanced_opt_out
@@ -370,11 +371,13 @@ def handle_inbound(
                 else:
                     _answer(session, result, sid, ctx, answer, now)
             if rule.handoff or unanswered:
-                result.handoff_id = _handoff(session, inbound, rule.outcome, now)
+                result.handoff_id = _handoff(
+                    session, inbound_id, patient_id, enrollment_id, rule.outcome, now
+                )
         else:
-            result.handoff_id = _handoff(session, inbound, kind, now)
+            result.handoff_id = _handoff(session, inbound_id, patient_id, enrollment_id, kind, now)
         if ctx.enrollment is not None:
-            result.activated = _activate(session, ctx.enrollment, inbound.id, result.outcome or kind, now)
+            result.activated = _activate(session, ctx.enrollment, inbound_id, result.outcome or kind, now)
 
     log.info(
         "inbound %s from %s: %s%s",
@@ -399,13 +402,6 @@ def latest_enrollment_id(session: Session, phone: str) -> int | None:
         .order_by(func.coalesce(Message.sent_at, Message.sending_at).desc().nulls_last(), Message.id.desc())
         .limit(1)
     )
-
-
-def _seen(session: Session, sid: str, token: str | None) -> bool:
-    condition = InboundMessage.provider_sid == sid
-    if token:
-        condition = or_(condition, InboundMessage.idempotency_token == token)
-    return session.scalar(select(InboundMessage.id).where(condition).limit(1)) is not None
 
 
 def _context(session: Session, phone: str, campaigns: Mapping[str, CampaignFile]) -> _Context:
@@ -477,18 +473,26 @@ def _record_outcome(session: Session, enrollment_id: int, outcome: str, now: dt.
     )
 
 
-def _handoff(session: Session, inbound: InboundMessage, reason: str, now: dt.datetime) -> int:
-    handoff = Handoff(
-        inbound_id=inbound.id,
-        patient_id=inbound.patient_id,
-        enrollment_id=inbound.enrollment_id,
-        reason=reason[:64],
-        status="open",
-        opened_at=now,
-    )
-    session.add(handoff)
-    session.flush()
-    return handoff.id
+def _handoff(
+    session: Session,
+    inbound_id: int,
+    patient_id: int | None,
+    enrollment_id: int | None,
+    reason: str,
+    now: dt.datetime,
+) -> int:
+    return session.execute(
+        insert(Handoff)
+        .values(
+            inbound_id=inbound_id,
+            patient_id=patient_id,
+            enrollment_id=enrollment_id,
+            reason=reason[:64],
+            status="open",
+            opened_at=now,
+        )
+        .returning(Handoff.id)
+    ).scalar_one()
 
 
 def _activate(session: Session, enrollment: Enrollment, inbound_id: int, how: str, now: dt.datetime) -> bool:
