@@ -1,4 +1,4 @@
-"""Send outbox rows: claim, re-check consent and window, take a rate token, call the provider,
+"""Send outbox rows: take a rate token, claim, re-check consent and window, call the provider,
 record the outcome (DESIGN.md §7 invariants 1-4).
 
 The claim (`queued → sending`, one conditional UPDATE) is the only door to the provider, so any

@@ -135,7 +135,7 @@ def reconcile(engine: Engine, provider: Provider, now: dt.datetime, result: Swee
 def _match(candidates: list[ProviderMessage], body: str, known: set[str | None]) -> ProviderMessage | None:
     """The provider's message with our body that no other row of ours has claimed; oldest first."""
     for candidate in sorted(candidates, key=lambda m: m.date_created or dt.datetime.min):
-        if candidate.sid not in known and getattr(candidate, "body", body) == body:
+        if candidate.sid not in known and candidate.body in (None, body):
             return candidate
     return None
 

@@ -270,3 +270,26 @@ def test_lost_queue_and_dead_worker_are_recovered_by_the_sweeper(
     assert sorted(dispatched) == [lost, claimed]
     assert _send(engine, settings, dispatched, now=NOW + dt.timedelta(minutes=6)).sent == 2
     assert len(sandbox.messages()) == 2
+
+
+def test_reconcile_does_not_mistake_another_text_to_the_same_number_for_ours(
+    engine: Engine, settings: Settings, sandbox: SandboxServer
+) -> None:
+    now = utcnow()
+    TwilioProvider(settings).send(to="+16175550101", body="a different text")
+    with session_scope(engine) as s:
+        row = Message(
+            step_id="answer:SMy",
+            kind="answer",
+            phone="+16175550101",
+            body="Thanks!",
+            status=MessageStatus.unknown,
+            send_at=now,
+            sending_at=now,
+        )
+        s.add(row)
+    result = sweeper.sweep(
+        engine, provider=TwilioProvider(settings), dispatch=None, now=now + dt.timedelta(minutes=1)
+    )
+    assert (result.found, result.failed) == (0, 0)
+    assert _rows(engine)[row.id].status == MessageStatus.unknown

@@ -23,6 +23,7 @@ class ProviderMessage:
     error_code: int | None
     date_created: dt.datetime | None
     num_segments: int | None
+    body: str | None = None  # lets the sweeper tell our message from another one to the same number
 
 
 class ProviderError(Exception):

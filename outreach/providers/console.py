@@ -38,6 +38,7 @@ class ConsoleProvider:
             error_code=None,
             date_created=self._clock(),
             num_segments=segments,
+            body=body,
         )
         with self._lock:
             self._sent[message.sid] = message

@@ -145,6 +145,7 @@ def _provider_message(instance: Any) -> ProviderMessage:
         date_created=instance.date_created if isinstance(instance.date_created, dt.datetime) else None,
         # Twilio reports 0 segments until a Messaging Service has picked a sender.
         num_segments=segments or None,
+        body=instance.body,
     )
 
 
