@@ -75,32 +75,33 @@ def tick(
     now = now or utcnow()
     result = TickResult()
     with session_scope(engine) as session:
-        if _take_planning_lock(session):
-            sync_campaigns(session, campaigns)
-            on = planning_day(now, settings)
-            for campaign in campaigns.values():
-                if campaign.is_active(on):
-                    result.enrolled[campaign.id] = enroll(session, campaign, on, now)
-                    planned, canceled = plan_due_steps(session, campaign, on, now, settings)
-                    result.planned += planned
-                    result.canceled += canceled
-                else:
-                    result.canceled += cancel_pending(session, campaign.id, "campaign ended", now)
-            result.canceled += cancel_replied_reminders(session, campaigns, now)
+        _take_planning_lock(session)
+        sync_campaigns(session, campaigns)
+        on = planning_day(now, settings)
+        for campaign in campaigns.values():
+            if campaign.is_active(on):
+                result.enrolled[campaign.id] = enroll(session, campaign, on, now)
+                planned, canceled = plan_due_steps(session, campaign, on, now, settings)
+                result.planned += planned
+                result.canceled += canceled
+            else:
+                result.canceled += cancel_pending(session, campaign.id, "campaign ended", now)
+        result.canceled += cancel_replied_reminders(session, campaigns, now)
     result.queued = len(enqueue_due(engine, now, dispatch=dispatch))
     return result
 
 
-def _take_planning_lock(session: Session) -> bool:
+def _take_planning_lock(session: Session) -> None:
     """Serialize planning so two schedulers never both use the same frequency-cap slot.
 
-    PostgreSQL: a transaction-scoped advisory lock (the loser skips planning, then enqueues).
-    SQLite: a write at the start of the transaction takes the database's single write lock.
+    PostgreSQL: a transaction-scoped advisory lock, keyed by schema so tenants sharing a server do
+    not wait on each other; a second scheduler waits, then finds nothing left to plan. SQLite: a
+    write at the start of the transaction takes the database's single write lock.
     """
     if session.get_bind().dialect.name == "postgresql":
-        return bool(session.execute(text("SELECT pg_try_advisory_xact_lock(4242001)")).scalar())
-    session.execute(update(Campaign).where(literal(False)).values(name=Campaign.name))
-    return True
+        session.execute(text("SELECT pg_advisory_xact_lock(4242001, hashtext(current_schema()))"))
+    else:
+        session.execute(update(Campaign).where(literal(False)).values(name=Campaign.name))
 
 
 def sync_campaigns(session: Session, campaigns: dict[str, CampaignFile]) -> None:
