@@ -8,8 +8,12 @@ counts that distinguish new, changed and untouched patients. A bad row never sto
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -21,20 +25,20 @@ from sqlalchemy import (
     Connection,
     Engine,
     Table,
-    bindparam,
-    func,
     inspect,
     literal_column,
     or_,
     select,
 )
+from sqlalchemy import column as sa_column
+from sqlalchemy import table as sa_table
 
 from outreach.campaigns import EVENT_KINDS
 from outreach.config import Settings, get_settings
 from outreach.csvfile import CsvFile, RowError, write_errors_csv
 from outreach.errors import UserError
 from outreach.models import Patient, PatientEvent, utcnow
-from outreach.phones import PhoneError, parse_phone
+from outreach.phones import Phone, PhoneError, parse_phone
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -161,7 +165,11 @@ class _PatientRows:
         self.dates: dict[str, dt.date] = {}
         self.languages: dict[str, str] = {}
 
-    def parse(self, line: int, fields: list[str], errors: list[RowError]) -> dict[str, Any] | None:
+    def parse(
+        self, line: int, fields: list[str], errors: list[RowError], parsed: Phone | str | None = None
+    ) -> dict[str, Any] | None:
+        """One roster record to a row, or None with its problems added to `errors`; `parsed` is the
+        phone already parsed in a helper process (a Phone, or the reason it is unusable)."""
         fields.append("")
         mrn, first_name, birth_raw, phone_raw, last_name, sex_raw, language_raw, zone_raw, postal_code = (
             fields[at].strip() for at in self.positions
@@ -196,11 +204,12 @@ class _PatientRows:
         sex = _SEXES.get(sex_raw.lower())
         if sex is None:
             bad.append(RowError(line, "sex", sex_raw, "unknown sex; use female, male, other or unknown"))
-        phone = None
-        try:
-            phone = parse_phone(phone_raw, self.region)
-        except PhoneError as exc:
-            bad.append(RowError(line, "phone", phone_raw, str(exc)))
+        checked = parsed if parsed is not None else _parse_phone_or_reason(phone_raw, self.region)
+        phone: Phone | None = None
+        if isinstance(checked, str):
+            bad.append(RowError(line, "phone", phone_raw, checked))
+        else:
+            phone = checked
         language = self.languages.get(language_raw)
         if language is None:
             try:
@@ -273,28 +282,102 @@ def _event_row(
     return {"mrn": mrn, "kind": kind, "date": day, "code": code, "code_system": system}
 
 
+# --- phones in helper processes --------------------------------------------------------------
+# Parsing phone numbers is most of an import's CPU; a large roster parses them in other processes
+# while this one validates the rest and writes to the database.
+
+PARALLEL_FROM_BYTES = 4 * 1024 * 1024
+_IN_FLIGHT = 4  # chunks submitted ahead: enough to keep every helper busy, bounded memory
+
+
+def _parse_phone_or_reason(raw: str, region: str) -> Phone | str:
+    try:
+        return parse_phone(raw.strip(), region)
+    except PhoneError as exc:
+        return str(exc)
+
+
+def _parse_phones(raws: list[str], region: str) -> list[Phone | str]:
+    return [_parse_phone_or_reason(raw, region) for raw in raws]
+
+
+def _phone_pool(path: Path) -> ProcessPoolExecutor | None:
+    """Worker processes for a large file on a machine with cores to spare; None otherwise."""
+    cores = os.cpu_count() or 1
+    if cores < 2 or path.stat().st_size < PARALLEL_FROM_BYTES:
+        return None
+    # fork, not spawn: the helpers only run phonenumbers, and spawn would re-import the caller's
+    # __main__ (impossible for `python -`, slow for the CLI).
+    return ProcessPoolExecutor(max_workers=min(cores, 4), mp_context=multiprocessing.get_context("fork"))
+
+
+def _chunks(records: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list[tuple[int, list[str]]]]:
+    chunk: list[tuple[int, list[str]]] = []
+    for record in records:
+        chunk.append(record)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _with_phones(
+    chunks: Iterator[list[tuple[int, list[str]]]], column: int, region: str, pool: ProcessPoolExecutor | None
+) -> Iterator[tuple[list[tuple[int, list[str]]], list[Phone | str] | list[None]]]:
+    """Each chunk with its phones parsed, keeping a few chunks in flight in the pool."""
+    if pool is None:
+        for chunk in chunks:
+            yield chunk, [None] * len(chunk)
+        return
+    in_flight: deque[tuple[list[tuple[int, list[str]]], Future[list[Phone | str]]]] = deque()
+    for chunk in chunks:
+        raws = [fields[column] if column < len(fields) else "" for _, fields in chunk]
+        in_flight.append((chunk, pool.submit(_parse_phones, raws, region)))
+        if len(in_flight) > _IN_FLIGHT:
+            done, future = in_flight.popleft()
+            yield done, future.result()
+    while in_flight:
+        done, future = in_flight.popleft()
+        yield done, future.result()
+
+
 # --- writing -----------------------------------------------------------------------------------
 
 
 def _upsert_source(engine: Engine, table: Table, columns: Sequence[str]) -> tuple[Any, Callable[..., Any]]:
-    """An INSERT of a batch, and the function turning rows into its parameters.
+    """An INSERT of a batch, and the function that loads the batch for it.
 
-    PostgreSQL gets one array parameter per column (`INSERT ... SELECT unnest(...)`): a short,
-    cacheable statement whose parameters psycopg sends in binary, several times faster than a
-    multi-row VALUES list. SQLite gets an executemany, which SQLAlchemy batches into VALUES pages.
+    PostgreSQL: the batch is COPYed into a temporary staging table (psycopg's COPY is the fastest
+    way in, several times a multi-row VALUES list or array parameters) and inserted from there.
+    SQLite: an executemany, which SQLAlchemy batches into VALUES pages. The loader takes the
+    connection and the rows and returns the parameters for the statement.
     """
     name = engine.dialect.name
     if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        arrays = [func.unnest(bindparam(c, type_=ARRAY(table.c[c].type))).label(c) for c in columns]
-        stmt = pg_insert(table).from_select(list(columns), select(*arrays))
-        return stmt, lambda rows: {c: [row[c] for row in rows] for c in columns}
+        stage_name = f"{table.name}_stage"
+        stage = sa_table(stage_name, *(sa_column(c) for c in columns))
+        stmt = pg_insert(table).from_select(list(columns), select(*(stage.c[c] for c in columns)))
+        names = ", ".join(columns)
+
+        def load(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+            conn.exec_driver_sql(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage_name} ON COMMIT DELETE ROWS "
+                f"AS SELECT {names} FROM {table.name} WITH NO DATA"
+            )
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(f"COPY {stage_name} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[c] for c in columns])
+            return {}
+
+        return stmt, load
     if name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(table), lambda rows: rows
+        return sqlite_insert(table), lambda _conn, rows: rows
     raise UserError(f"importing into {name} is not supported; use PostgreSQL or SQLite")
 
 
@@ -334,12 +417,12 @@ class _PatientWriter:
             if self.sqlite:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
                 existing = self._existing(conn, [row["mrn"] for row in rows])
-                touched = len(conn.execute(self.stmt, self.params(rows)).all())
+                touched = len(conn.execute(self.stmt, self.params(conn, rows)).all())
                 inserted = len(rows) - existing
                 self.inserted += inserted
                 self.updated += touched - inserted
             else:
-                result = conn.execute(self.stmt, self.params(rows)).all()
+                result = conn.execute(self.stmt, self.params(conn, rows)).all()
                 inserted = sum(1 for _mrn, fresh in result if fresh)
                 self.inserted += inserted
                 self.updated += len(result) - inserted
@@ -369,7 +452,7 @@ class _EventWriter:
         if not rows:
             return
         with self.engine.connect() as conn:
-            self.inserted += len(conn.execute(self.stmt, self.params(rows)).all())
+            self.inserted += len(conn.execute(self.stmt, self.params(conn, rows)).all())
             conn.commit()
 
 
@@ -407,20 +490,23 @@ def import_patients(
         _require_tables(engine, "patients")
         parser = _PatientRows(csvfile.index, settings.default_region, today, utcnow())
         writer = _PatientWriter(engine)
-        batch: list[dict[str, Any]] = []
         accepted = rejected = 0
-        for line, fields in csvfile.records():
-            row = parser.parse(line, fields, errors)
-            if row is None:
-                rejected += 1
-                continue
-            batch.append(row)
-            if len(batch) >= batch_size:
+        pool = _phone_pool(path)
+        try:
+            chunks = _chunks(csvfile.records(), batch_size)
+            for chunk, phones in _with_phones(chunks, csvfile.index["phone"], settings.default_region, pool):
+                batch = []
+                for (line, fields), parsed in zip(chunk, phones, strict=True):
+                    row = parser.parse(line, fields, errors, parsed)
+                    if row is None:
+                        rejected += 1
+                    else:
+                        batch.append(row)
                 writer.write(batch)
                 accepted += len(batch)
-                batch = []
-        writer.write(batch)
-        accepted += len(batch)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
         return ImportResult(
             accepted=accepted,
             rejected=rejected + csvfile.rejected,

@@ -523,3 +523,21 @@ def test_whitespace_inside_names_is_collapsed(engine: Engine, tmp_path: Path) ->
     with session_scope(engine) as s:
         patient = s.scalars(select(Patient)).one()
         assert (patient.first_name, patient.last_name) == ("Mary Ann", "de la Cruz")
+
+
+def test_large_files_parse_phones_in_helper_processes_with_the_same_result(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outreach import roster
+
+    rows = ["mrn,first_name,birth_date,phone"]
+    rows += [f"M{i},Ann,1970-01-01,(617) 555-{i:04d}" for i in range(1200)]
+    rows[301] = "M300,Ann,1970-01-01,555-283-2805"  # line 302: a number that does not exist
+    path = tmp_path / "big.csv"
+    path.write_text("\n".join(rows) + "\n")
+    monkeypatch.setattr(roster, "PARALLEL_FROM_BYTES", 0)
+    result = import_patients(engine, path, batch_size=100)
+    assert (result.accepted, result.rejected, result.inserted) == (1199, 1, 1199)
+    assert [(e.line, e.column, e.value) for e in result.errors] == [(302, "phone", "555-283-2805")]
+    with session_scope(engine) as s:
+        assert s.scalar(select(Patient.phone).where(Patient.mrn == "M1199")) == "+16175551199"
