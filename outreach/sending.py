@@ -1,4 +1,4 @@
-"""Send outbox rows: take a rate token, claim, re-check consent and window, call the provider,
+"""Send outbox rows: claim, re-check consent and window, take a rate token, call the provider,
 record the outcome (DESIGN.md §7 invariants 1-4).
 
 The claim (`queued → sending`, one conditional UPDATE) is the only door to the provider, so any
@@ -34,6 +34,7 @@ from outreach.windows import is_open
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
+THROTTLE_TIMEOUT_S = 30.0  # longest wait for a rate token; the row then goes back to `queued`
 # Twilio codes that mean the number itself refuses our texts: record an opt-out for it.
 OPT_OUT_CODES = frozenset({21610})
 Clock = Callable[[], dt.datetime]
@@ -49,6 +50,7 @@ class BatchResult:
     canceled: int = 0
     unknown: int = 0
     skipped: int = 0  # not `queued` any more: another worker has it, or it was canceled
+    throttled: int = 0  # no rate token in time: back to `queued` for the sweeper to dispatch again
     by_id: dict[int, str] = field(default_factory=dict)
 
 
@@ -141,15 +143,6 @@ def send_one(
     settings: Settings,
     clock: Clock = utcnow,
 ) -> str:
-    # The rate token is taken before the claim: a row waits for its turn while still `queued`, so
-    # however long the wait, the sweeper never mistakes it for a dead worker's `sending` row.
-    with session_scope(engine) as session:
-        waiting = session.execute(
-            select(Message.segments).where(Message.id == message_id, Message.status == MessageStatus.queued)
-        ).scalar()
-    if waiting is None:
-        return "skipped"
-    limiter.acquire(waiting)
     now = clock()
     with session_scope(engine) as session:
         claimed = claim(session, message_id, now)
@@ -175,6 +168,22 @@ def send_one(
                 )
                 return "rescheduled"
 
+    # The token is taken right before the request, so the provider sees the limiter's spacing
+    # (database work in between would add jitter). The wait is bounded well below the sweeper's
+    # SENDING_TOO_LONG: a row is never held in `sending` long enough to look abandoned.
+    try:
+        limiter.acquire(claimed.segments, timeout=THROTTLE_TIMEOUT_S)
+    except TimeoutError:
+        with session_scope(engine) as session:
+            _finish(
+                session,
+                claimed.id,
+                clock(),
+                status=MessageStatus.queued,
+                sending_at=None,
+                attempts=Message.attempts - 1,
+            )
+        return "throttled"
     try:
         sent = provider.send(to=claimed.phone, body=claimed.body)
     except RetryableError as exc:

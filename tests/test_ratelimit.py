@@ -16,7 +16,14 @@ import pytest
 import redis
 
 from outreach.config import get_settings
-from outreach.ratelimit import LocalRateLimiter, NoLimit, RedisRateLimiter, limiter_for, rate_key
+from outreach.ratelimit import (
+    JITTER_MARGIN,
+    LocalRateLimiter,
+    NoLimit,
+    RedisRateLimiter,
+    limiter_for,
+    rate_key,
+)
 
 RATE = 20
 
@@ -155,10 +162,10 @@ def test_limiter_for_shares_through_redis_when_there_is_one(
     sender = f"+1617555{uuid.uuid4().int % 10000:04d}"
     shared = limiter_for(get_settings(), sender, client)
     assert isinstance(shared, RedisRateLimiter)
-    assert shared.key == f"outreach:rate:{sender}" and shared.rate == 5
+    assert shared.key == f"outreach:rate:{sender}" and shared.rate == 5 * JITTER_MARGIN
     client.delete(shared.key)
     local = limiter_for(get_settings(), sender, None)
-    assert isinstance(local, LocalRateLimiter) and local.rate == 5
+    assert isinstance(local, LocalRateLimiter) and local.rate == 5 * JITTER_MARGIN
     assert NoLimit().try_acquire(50) == 0.0
 
 

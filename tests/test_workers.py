@@ -226,9 +226,18 @@ def test_global_rate_holds_across_four_worker_processes(
 ) -> None:
     _patients(session, 80)
     env = {**env, "OUTREACH_SEND_RATE": "20"}
-    with worker_processes(env, count=4, concurrency=4):
-        _tick(env, monkeypatch, _dispatcher(env["OUTREACH_BROKER_URL"]))
-        assert wait_until(lambda: len(sandbox.messages()) == 80, timeout=30)
+    send = _dispatcher(env["OUTREACH_BROKER_URL"])
+
+    def small_tasks(ids: Sequence[int]) -> None:
+        # Tasks of 4 ids, so the threads of all 4 processes compete for the shared limiter.
+        for start in range(0, len(ids), 4):
+            send(ids[start : start + 4])
+
+    with worker_processes(env, count=4, concurrency=2) as workers:
+        _tick(env, monkeypatch, small_tasks)
+        assert wait_until(lambda: len(sandbox.messages()) == 80, timeout=90)
+        busy = sum(1 for w in workers if any("outreach.send_messages" in line for line in w.output))
     stats = sandbox.stats()
+    assert busy >= 2, "the limiter must be shared by several processes for this to prove anything"
     assert stats["max_segments_per_second"] <= 20
     _assert_each_once(sandbox, 80)
