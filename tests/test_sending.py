@@ -293,3 +293,29 @@ def test_reconcile_does_not_mistake_another_text_to_the_same_number_for_ours(
     )
     assert (result.found, result.failed) == (0, 0)
     assert _rows(engine)[row.id].status == MessageStatus.unknown
+
+
+def test_a_row_that_gets_no_rate_token_in_time_goes_back_to_the_queue_unsent(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
+) -> None:
+    from outreach.ratelimit import LocalRateLimiter
+
+    add_patient(session, "Q1", phone="(617) 555-0101")
+    add_patient(session, "Q2", phone="(617) 555-0102")
+    session.commit()
+    ids = _queue(engine)
+    starved = LocalRateLimiter(rate=0.001)  # one token now, the next in 1,000 s: past the wait bound
+    result = sending.send_batch(
+        ids,
+        engine=engine,
+        provider=TwilioProvider(settings),
+        limiter=starved,
+        campaigns=CAMPAIGNS,
+        settings=settings,
+        clock=lambda: NOW,
+    )
+    assert (result.sent, result.throttled) == (1, 1)
+    rows = _rows(engine)
+    waiting = [r for r in rows.values() if r.status == MessageStatus.queued]
+    assert len(waiting) == 1 and waiting[0].attempts == 0 and waiting[0].sending_at is None
+    assert len(sandbox.messages()) == 1
