@@ -308,7 +308,8 @@ def _phone_pool(path: Path) -> ProcessPoolExecutor | None:
         return None
     # fork, not spawn: the helpers only run phonenumbers, and spawn would re-import the caller's
     # __main__ (impossible for `python -`, slow for the CLI).
-    return ProcessPoolExecutor(max_workers=min(cores, 4), mp_context=multiprocessing.get_context("fork"))
+    # One core stays with this process (validation, COPY) and the database; the rest parse phones.
+    return ProcessPoolExecutor(max_workers=min(cores - 1, 4), mp_context=multiprocessing.get_context("fork"))
 
 
 def _chunks(records: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list[tuple[int, list[str]]]]:
