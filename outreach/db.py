@@ -41,7 +41,9 @@ def engine_for(url: str) -> Engine:
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            # As many pooled connections as a worker has threads (workers/app.py: 32): with fewer,
+            # every checkout beyond the pool opens and closes a connection of its own.
+            engine = create_engine(url, pool_pre_ping=True, pool_size=32, max_overflow=8)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise UserError(f"OUTREACH_DATABASE_URL: not a usable database URL ({exc})") from None
     return engine

@@ -66,6 +66,7 @@ class _Claimed:
     timezone: str | None
     phone_zones: str | None
     postal_code: str | None
+    opted_out: bool
 
 
 def backoff(attempts: int) -> dt.timedelta:
@@ -125,6 +126,7 @@ def claim(session: Session, message_id: int, now: dt.datetime) -> _Claimed | Non
             Patient.timezone,
             Patient.phone_zones,
             Patient.postal_code,
+            consent.number_opted_out(Message.phone).label("opted_out"),
         )
         .outerjoin(Enrollment, Enrollment.id == Message.enrollment_id)
         .outerjoin(Patient, Patient.id == Enrollment.patient_id)
@@ -148,7 +150,7 @@ def send_one(
         claimed = claim(session, message_id, now)
         if claimed is None:
             return "skipped"
-        if consent.is_opted_out(session, claimed.phone):
+        if claimed.opted_out:
             _finish(
                 session,
                 claimed.id,
@@ -229,6 +231,7 @@ def _finish(session: Session, message_id: int, now: dt.datetime, **values: Any) 
         update(Message)
         .where(Message.id == message_id, Message.status == MessageStatus.sending)
         .values(updated_at=now, **values)
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -6,6 +6,8 @@ claim makes the redelivery harmless. Sending is I/O-bound, so the default pool i
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 
 from outreach.config import get_settings
@@ -29,6 +31,11 @@ app.conf.update(
         "sweep-every-minute": {"task": "outreach.sweep", "schedule": 60.0},
     },
 )
+
+
+# The twilio client logs every request's headers at INFO (ten lines a message): noise, and a lock
+# all sending threads contend for.
+logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 
 def check_broker() -> None:
