@@ -6,10 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile
-from outreach.models import Patient, PatientEvent
+from outreach.db import session_scope
+from outreach.models import Campaign, Enrollment, Message, Patient, PatientEvent
 from outreach.phones import parse_phone
 
 
@@ -94,3 +96,36 @@ def campaign(**overrides: Any) -> CampaignFile:
     }
     data.update(overrides)
     return CampaignFile.model_validate(data)
+
+
+def seed_invite(
+    engine: Engine,
+    *,
+    phone: str,
+    at: dt.datetime,
+    status: str = "delivered",
+    sid: str = "SM" + "9" * 32,
+) -> int:
+    """Ana, enrolled in colorectal screening, whose invite already went out to `phone` with `sid`:
+    replies and status callbacks for that number have a real enrollment and message to change.
+    Returns the enrollment id."""
+    with session_scope(engine) as session:
+        ana = Patient(mrn="m1", first_name="Ana", birth_date=dt.date(1960, 1, 1), sex="female", phone=phone)
+        session.add_all([ana, Campaign(id="colorectal-screening", name="CRC", content_hash="x")])
+        session.flush()
+        enrollment = Enrollment(patient_id=ana.id, campaign_id="colorectal-screening", enrolled_on=at.date())
+        session.add(enrollment)
+        session.flush()
+        session.add(
+            Message(
+                enrollment_id=enrollment.id,
+                step_id="invite",
+                phone=phone,
+                body="x",
+                status=status,
+                send_at=at,
+                sent_at=at,
+                provider_sid=sid,
+            )
+        )
+        return enrollment.id

@@ -18,8 +18,9 @@ from outreach.config import Settings, get_settings
 from outreach.db import session_scope
 from outreach.errors import UserError
 from outreach.handoffs import HandoffRefused, close_handoff, get_handoff, list_handoffs
-from outreach.models import AuditEntry, Campaign, Enrollment, Handoff, Message, MessageStatus, Patient
+from outreach.models import AuditEntry, Handoff
 from outreach.replies import handle_inbound
+from tests.factories import seed_invite
 
 PHONE = "+16175550123"
 STRANGER = "+16175550188"
@@ -52,26 +53,7 @@ def campaigns(settings: Settings) -> dict[str, CampaignFile]:
 @pytest.fixture
 def enrolled(engine: Engine) -> int:
     """Ana, enrolled in colorectal screening, whose invite was delivered: replies belong to it."""
-    with session_scope(engine) as session:
-        ana = Patient(mrn="m1", first_name="Ana", birth_date=dt.date(1960, 1, 1), sex="female", phone=PHONE)
-        session.add_all([ana, Campaign(id="colorectal-screening", name="CRC", content_hash="x")])
-        session.flush()
-        enrollment = Enrollment(patient_id=ana.id, campaign_id="colorectal-screening", enrolled_on=T0.date())
-        session.add(enrollment)
-        session.flush()
-        session.add(
-            Message(
-                enrollment_id=enrollment.id,
-                step_id="invite",
-                phone=PHONE,
-                body="x",
-                status=MessageStatus.delivered,
-                send_at=T0,
-                sent_at=T0,
-                provider_sid="SM" + "9" * 32,
-            )
-        )
-        return enrollment.id
+    return seed_invite(engine, phone=PHONE, at=T0)
 
 
 def reply(

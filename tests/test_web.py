@@ -20,8 +20,9 @@ from outreach.cli import main
 from outreach.config import Settings, get_settings
 from outreach.db import engine_for, session_scope
 from outreach.errors import UserError
-from outreach.models import Campaign, Enrollment, InboundMessage, Message, MessageKind, MessageStatus, Patient
+from outreach.models import InboundMessage, Message, MessageKind, MessageStatus
 from outreach.web.app import create_app
+from tests.factories import seed_invite
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 PUBLIC = "https://outreach.example.org"
@@ -107,26 +108,7 @@ def opted_out(engine: Engine) -> bool:
 
 
 def seed_enrollment(engine: Engine) -> int:
-    with session_scope(engine) as session:
-        who = Patient(mrn="m1", first_name="Ana", birth_date=dt.date(1960, 1, 1), sex="female", phone=PHONE)
-        session.add_all([who, Campaign(id="colorectal-screening", name="CRC", content_hash="x")])
-        session.flush()
-        enrollment = Enrollment(patient_id=who.id, campaign_id="colorectal-screening", enrolled_on=NOW.date())
-        session.add(enrollment)
-        session.flush()
-        session.add(
-            Message(
-                enrollment_id=enrollment.id,
-                step_id="invite",
-                phone=PHONE,
-                body="x",
-                status=MessageStatus.delivered,
-                send_at=NOW,
-                sent_at=NOW,
-                provider_sid="SM" + "9" * 32,
-            )
-        )
-        return enrollment.id
+    return seed_invite(engine, phone=PHONE, at=NOW)
 
 
 # --- signatures -----------------------------------------------------------------------------------

@@ -28,8 +28,9 @@ from twilio.request_validator import RequestValidator
 
 from outreach.config import get_settings
 from outreach.db import session_scope
-from outreach.models import Base, Campaign, Enrollment, Message, MessageStatus, Patient
+from outreach.models import Base, MessageStatus
 from outreach.web.app import create_app
+from tests.factories import seed_invite
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 PUBLIC = "https://outreach.example.org"
@@ -58,25 +59,7 @@ def app(engine: Engine) -> FastAPI:
 @pytest.fixture
 def seeded(engine: Engine) -> None:
     """A patient whose invite went out, so valid requests have something real to change."""
-    with session_scope(engine) as session:
-        ana = Patient(mrn="m1", first_name="Ana", birth_date=dt.date(1960, 1, 1), sex="female", phone=PHONE)
-        session.add_all([ana, Campaign(id="colorectal-screening", name="CRC", content_hash="x")])
-        session.flush()
-        enrollment = Enrollment(patient_id=ana.id, campaign_id="colorectal-screening", enrolled_on=NOW.date())
-        session.add(enrollment)
-        session.flush()
-        session.add(
-            Message(
-                enrollment_id=enrollment.id,
-                step_id="invite",
-                phone=PHONE,
-                body="x",
-                status=MessageStatus.sent,
-                send_at=NOW,
-                sent_at=NOW,
-                provider_sid=SENT_SID,
-            )
-        )
+    seed_invite(engine, phone=PHONE, at=NOW, status=MessageStatus.sent, sid=SENT_SID)
 
 
 def operation(app: FastAPI, method: str, path: str) -> APIOperation:
