@@ -229,6 +229,7 @@ class Bench:
             "max_in_any_1s_window": stats["max_per_second"],
             "max_segments_in_any_1s_window": stats["max_segments_per_second"],
             "within_bounds": RATE_TOLERANCE * rate <= achieved <= rate,
+            "per_second": counts,
         }
 
     def _run(

@@ -13,6 +13,11 @@ once the sender is idle, and its whole cost pushes the next grant back (a 3-segm
 rate 1 makes the next one wait 3 s), which is how Twilio's own queue drains it. A denied request
 consumes nothing. Times are integer microseconds, and T is rounded up, so float error can never
 let an extra token into a second.
+
+A blocking `acquire` reserves: when the next slot is at most `timeout` away, the script books it
+at once (TAT moves as if granted at that slot) and names the wait; the caller sleeps exactly that
+long and sends. Waiting callers therefore queue in slot order instead of polling and racing for
+each freed slot, so no slot goes unused and the achieved rate is the configured one.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ if TYPE_CHECKING:
 
 _MICROS = 1_000_000
 
-# KEYS[1] the sender's TAT key; ARGV: interval (us per token), burst, tokens, now (us, "" for server TIME).
-# Returns {granted (1/0), wait in us, now in us}. Numbers are written with %d: Redis would otherwise
-# format a Lua double with too few digits for a microsecond timestamp.
+# KEYS[1] the sender's TAT key; ARGV: interval (us per token), burst, tokens, now (us, "" for server
+# TIME), longest wait to reserve (us or "inf"; "" for none: grant now or deny).
+# Returns {granted (1/0), wait in us until the slot, now in us}. Numbers are written with %d: Redis
+# would otherwise format a Lua double with too few digits for a microsecond timestamp.
 _GCRA_LUA = """
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
@@ -44,16 +50,19 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+local max_wait = 0
+if ARGV[5] == 'inf' then max_wait = math.huge elseif ARGV[5] ~= '' then max_wait = tonumber(ARGV[5]) end
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local allow_at = tat - math.floor((burst - math.min(tokens, burst)) * interval)
-if now < allow_at then
-  return {0, allow_at - now, now}
+local wait = tat - math.floor((burst - math.min(tokens, burst)) * interval) - now
+if wait < 0 then wait = 0 end
+if wait > max_wait then
+  return {0, wait, now}
 end
 local new_tat = tat + tokens * interval
 local ttl_ms = math.ceil((new_tat - now) / 1000) + 1000
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', string.format('%d', ttl_ms))
-return {1, 0, now}
+return {1, wait, now}
 """
 
 
@@ -61,6 +70,15 @@ class Grant(NamedTuple):
     """One decision: `wait` is 0.0 when granted, else the seconds until it could be; `at` is the
     limiter's clock at the decision (Redis server time for the shared limiter), in seconds."""
 
+    wait: float
+    at: float
+
+
+class Reservation(NamedTuple):
+    """A booked slot (`granted`), `wait` seconds after `at` on the limiter's clock; when not
+    granted, `wait` is how far away the next slot is and nothing was booked."""
+
+    granted: bool
     wait: float
     at: float
 
@@ -89,17 +107,14 @@ def _check_tokens(tokens: int) -> None:
         raise ValueError("tokens must be at least 1")
 
 
-def _acquire(attempt: Callable[[int], Grant], tokens: int, timeout: float | None) -> float:
-    """Shared blocking loop: sleep exactly the wait the limiter names, then ask again (another
-    worker may have taken the slot meanwhile)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        grant = attempt(tokens)
-        if grant.wait == 0.0:
-            return grant.at
-        if deadline is not None and time.monotonic() + grant.wait > deadline:
-            raise TimeoutError(f"rate limit: {tokens} token(s) not available within {timeout} s")
-        time.sleep(grant.wait)
+def _acquire(reserve: Callable[[int, float], Reservation], tokens: int, timeout: float | None) -> float:
+    """Book the next slot within `timeout` and sleep until it comes; the slot is ours alone."""
+    booked = reserve(tokens, math.inf if timeout is None else max(timeout, 0.0))
+    if not booked.granted:
+        raise TimeoutError(f"rate limit: {tokens} token(s) not available within {timeout} s")
+    if booked.wait > 0:
+        time.sleep(booked.wait)
+    return booked.at + booked.wait
 
 
 class RedisRateLimiter:
@@ -113,20 +128,26 @@ class RedisRateLimiter:
         self._script = client.register_script(_GCRA_LUA)
 
     def attempt(self, tokens: int = 1, *, now: float | None = None) -> Grant:
-        """One atomic decision. `now` (seconds) replaces the server clock, for tests of the
-        arithmetic; in service it is always left to Redis."""
+        """One atomic grant-now-or-deny decision. `now` (seconds) replaces the server clock, for
+        tests of the arithmetic; in service it is always left to Redis."""
+        booked = self.reserve(tokens, 0.0, now=now)
+        return Grant(0.0 if booked.granted else booked.wait, booked.at)
+
+    def reserve(self, tokens: int, max_wait: float, *, now: float | None = None) -> Reservation:
+        """Book the next slot if it is at most `max_wait` seconds away (atomic, one round trip)."""
         _check_tokens(tokens)
         now_arg = "" if now is None else str(round(now * _MICROS))
+        max_wait_arg = "inf" if math.isinf(max_wait) else str(math.floor(max_wait * _MICROS))
         granted, wait_us, now_us = self._script(
-            keys=[self.key], args=[self._interval, repr(float(self.burst)), tokens, now_arg]
+            keys=[self.key], args=[self._interval, repr(float(self.burst)), tokens, now_arg, max_wait_arg]
         )
-        return Grant(0.0 if granted else int(wait_us) / _MICROS, int(now_us) / _MICROS)
+        return Reservation(bool(granted), int(wait_us) / _MICROS, int(now_us) / _MICROS)
 
     def try_acquire(self, tokens: int = 1) -> float:
         return self.attempt(tokens).wait
 
     def acquire(self, tokens: int = 1, *, timeout: float | None = None) -> float:
-        return _acquire(self.attempt, tokens, timeout)
+        return _acquire(self.reserve, tokens, timeout)
 
 
 class LocalRateLimiter:
@@ -143,21 +164,25 @@ class LocalRateLimiter:
         self._tat = 0
 
     def attempt(self, tokens: int = 1) -> Grant:
+        booked = self.reserve(tokens, 0.0)
+        return Grant(0.0 if booked.granted else booked.wait, booked.at)
+
+    def reserve(self, tokens: int, max_wait: float) -> Reservation:
         _check_tokens(tokens)
         with self._lock:
             now = round(self._clock() * _MICROS)
             tat = max(self._tat, now)
-            allow_at = tat - math.floor((self.burst - min(tokens, self.burst)) * self._interval)
-            if now < allow_at:
-                return Grant((allow_at - now) / _MICROS, now / _MICROS)
+            wait = max(tat - math.floor((self.burst - min(tokens, self.burst)) * self._interval) - now, 0)
+            if wait > max_wait * _MICROS:
+                return Reservation(False, wait / _MICROS, now / _MICROS)
             self._tat = tat + tokens * self._interval
-            return Grant(0.0, now / _MICROS)
+            return Reservation(True, wait / _MICROS, now / _MICROS)
 
     def try_acquire(self, tokens: int = 1) -> float:
         return self.attempt(tokens).wait
 
     def acquire(self, tokens: int = 1, *, timeout: float | None = None) -> float:
-        return _acquire(self.attempt, tokens, timeout)
+        return _acquire(self.reserve, tokens, timeout)
 
 
 class NoLimit:

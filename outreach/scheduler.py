@@ -39,7 +39,7 @@ from outreach.segments import count_segments
 log = logging.getLogger(__name__)
 
 Dispatch = Callable[[Sequence[int]], None]
-ENQUEUE_CHUNK = 50  # ids per Celery task: big enough to amortize a task, small enough to spread
+ENQUEUE_CHUNK = 20  # ids per Celery task: big enough to amortize a task, small enough to spread
 
 
 @dataclass

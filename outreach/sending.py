@@ -15,16 +15,16 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from outreach import consent
+from outreach import consent, status
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings
 from outreach.db import session_scope
-from outreach.models import Enrollment, Message, MessageKind, MessageStatus, Patient, utcnow
+from outreach.models import AuditEntry, Enrollment, Message, MessageKind, MessageStatus, Patient, utcnow
 from outreach.pacing import Pacer, recipient
 from outreach.phones import mask
 from outreach.providers.base import AmbiguousError, PermanentError, Provider, RetryableError
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
 THROTTLE_TIMEOUT_S = 30.0  # longest wait for a rate token; the row then goes back to `queued`
+CLAIM_CHUNK = 10  # rows claimed per transaction: at most this many wait in `sending` for tokens
+RECORD_WITHIN = dt.timedelta(seconds=1)  # an accepted row is recorded at most this late
 # Twilio codes that mean the number itself refuses our texts: record an opt-out for it.
 OPT_OUT_CODES = frozenset({21610})
 Clock = Callable[[], dt.datetime]
@@ -53,6 +55,12 @@ class BatchResult:
     throttled: int = 0  # no rate token in time: back to `queued` for the sweeper to dispatch again
     by_id: dict[int, str] = field(default_factory=dict)
 
+    def count(self, message_id: int, outcome: str) -> None:
+        self.by_id[message_id] = outcome
+        setattr(self, outcome, getattr(self, outcome) + 1)
+        if outcome != "skipped":
+            self.claimed += 1
+
 
 @dataclass(frozen=True)
 class _Claimed:
@@ -69,10 +77,207 @@ class _Claimed:
     opted_out: bool
 
 
+@dataclass(frozen=True)
+class _Accepted:
+    id: int
+    sid: str
+    status: str
+    at: dt.datetime
+
+
 def backoff(attempts: int) -> dt.timedelta:
     """Exponential with full jitter: 30 s, 1 min, 2 min … capped at 30 min."""
     ceiling = min(30 * 2 ** max(attempts - 1, 0), 1800)
     return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+_outbox = cast(Table, Message.__table__)
+# Built once: the sender runs them for every message, and a statement built per call costs more
+# worker CPU than its round trip. Core (not ORM) statements: there are no objects to keep in sync.
+_RECORD_ACCEPTED = (
+    update(_outbox)
+    .where(_outbox.c.id == bindparam("b_id"), _outbox.c.status == MessageStatus.sending)
+    .values(
+        status=MessageStatus.sent,
+        provider_sid=bindparam("b_sid"),
+        provider_status=bindparam("b_status"),
+        sent_at=bindparam("b_at"),
+        updated_at=bindparam("b_at"),
+    )
+)
+_CLAIM_DETAILS = (
+    select(
+        Message.id,
+        Message.phone,
+        Message.body,
+        Message.segments,
+        Message.kind,
+        Message.attempts,
+        Enrollment.campaign_id,
+        Patient.timezone,
+        Patient.phone_zones,
+        Patient.postal_code,
+        consent.number_opted_out(Message.phone).label("opted_out"),
+    )
+    .outerjoin(Enrollment, Enrollment.id == Message.enrollment_id)
+    .outerjoin(Patient, Patient.id == Enrollment.patient_id)
+    .where(Message.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Message.id)
+)
+
+
+@dataclass
+class Sender:
+    """What sending needs, gathered once per worker process (see outreach.runtime)."""
+
+    engine: Engine
+    provider: Provider
+    limiter: RateLimiter
+    campaigns: dict[str, CampaignFile]
+    settings: Settings
+    clock: Clock = utcnow
+
+    def send(self, ids: Sequence[int]) -> BatchResult:
+        """Send the given outbox rows; safe to call twice with the same ids (the claim decides).
+
+        Rows are claimed CLAIM_CHUNK at a time, so none waits long in `sending` behind a slow rate,
+        and the accepted rows of one chunk are recorded in the transaction that claims the next:
+        two round trips per chunk instead of three transactions per message. A crash before that
+        commit leaves accepted rows in `sending`; the sweeper finds them at the provider (by
+        number and body) and records them, so nothing is sent twice.
+        """
+        result = BatchResult()
+        ledger = _Ledger()
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), CLAIM_CHUNK):
+            chunk = unique[start : start + CLAIM_CHUNK]
+            now = self.clock()
+            with session_scope(self.engine) as session:
+                ledger.write(session)
+                claimed = claim(session, chunk, now)
+                ready = self._screen(session, claimed, now, result)
+            won = {row.id for row in claimed}
+            for message_id in chunk:
+                if message_id not in won:
+                    result.count(message_id, "skipped")
+            for position, row in enumerate(ready):
+                outcome = self._send_row(row, ledger)
+                if outcome == "throttled":
+                    self._release([r.id for r in ready[position:]], result)
+                    break
+                result.count(row.id, outcome)
+                if ledger.due(self.clock()):
+                    with session_scope(self.engine) as session:
+                        ledger.write(session)
+        while ledger.pending():
+            with session_scope(self.engine) as session:
+                ledger.write(session)
+        return result
+
+    def _screen(
+        self, session: Session, claimed: list[_Claimed], now: dt.datetime, result: BatchResult
+    ) -> list[_Claimed]:
+        """Re-check consent and the send window for freshly claimed rows; returns those to send."""
+        ready: list[_Claimed] = []
+        for row in claimed:
+            if row.opted_out:
+                _finish(
+                    session,
+                    row.id,
+                    now,
+                    status=MessageStatus.canceled,
+                    cancel_reason="opted out",
+                    canceled_at=now,
+                )
+                result.count(row.id, "canceled")
+                continue
+            campaign = self.campaigns.get(row.campaign_id) if row.campaign_id else None
+            if row.kind == MessageKind.outreach and campaign is not None:
+                later = _outside_window(session, row, campaign, self.settings, now)
+                if later is not None:
+                    _finish(session, row.id, now, status=MessageStatus.planned, send_at=later, queued_at=None)
+                    log.info("message %s to %s moved to the next opening %s", row.id, mask(row.phone), later)
+                    result.count(row.id, "rescheduled")
+                    continue
+            ready.append(row)
+        return ready
+
+    def _send_row(self, row: _Claimed, ledger: _Ledger) -> str:
+        # The token is taken right before the request, so the provider sees the limiter's spacing
+        # (database work in between would add jitter). The wait is bounded well below the sweeper's
+        # SENDING_TOO_LONG: a row is never held in `sending` long enough to look abandoned.
+        try:
+            self.limiter.acquire(row.segments, timeout=THROTTLE_TIMEOUT_S)
+        except TimeoutError:
+            return "throttled"
+        try:
+            sent = self.provider.send(to=row.phone, body=row.body)
+        except RetryableError as exc:
+            return _retry_later(self.engine, row, exc, self.clock())
+        except PermanentError as exc:
+            return _permanent(self.engine, row, exc, self.clock())
+        except AmbiguousError as exc:
+            with session_scope(self.engine) as session:
+                _finish(
+                    session, row.id, self.clock(), status=MessageStatus.unknown, error_message=str(exc)[:500]
+                )
+            log.warning("message %s to %s: outcome unknown, will reconcile", row.id, mask(row.phone))
+            return "unknown"
+        ledger.accepted.append(_Accepted(row.id, sent.sid, sent.status, self.clock()))
+        return "sent"
+
+    def _release(self, ids: list[int], result: BatchResult) -> None:
+        """Rows that got no rate token in time go back to `queued`, as if never claimed."""
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(_outbox)
+                .where(_outbox.c.id.in_(ids), _outbox.c.status == MessageStatus.sending)
+                .values(
+                    status=MessageStatus.queued,
+                    sending_at=None,
+                    attempts=_outbox.c.attempts - 1,
+                    updated_at=self.clock(),
+                )
+            )
+        for message_id in ids:
+            result.count(message_id, "throttled")
+
+
+class _Ledger:
+    """Accepted rows waiting to be recorded, and recorded SIDs waiting for early status callbacks.
+
+    A status callback can arrive before its SID is recorded; it is then kept as unmatched
+    (outreach.status). Looking for those in a *later* transaction than the one that recorded the
+    SID sees every callback committed in between; the sweeper's `reapply_recent` covers the rest.
+    """
+
+    def __init__(self) -> None:
+        self.accepted: list[_Accepted] = []
+        self._recorded: list[str] = []
+
+    def pending(self) -> bool:
+        return bool(self.accepted or self._recorded)
+
+    def due(self, now: dt.datetime) -> bool:
+        return bool(self.accepted) and now - self.accepted[0].at >= RECORD_WITHIN
+
+    def write(self, session: Session) -> None:
+        if self._recorded:
+            early = session.scalars(
+                select(AuditEntry.subject)
+                .where(AuditEntry.action == status.UNMATCHED, AuditEntry.subject.in_(self._recorded))
+                .distinct()
+            ).all()
+            for sid in early:
+                status.reapply_unmatched(session, sid)
+            self._recorded = []
+        if self.accepted:
+            session.connection().execute(
+                _RECORD_ACCEPTED,
+                [{"b_id": a.id, "b_sid": a.sid, "b_status": a.status, "b_at": a.at} for a in self.accepted],
+            )
+            self._recorded = [a.sid for a in self.accepted]
+            self.accepted = []
 
 
 def send_batch(
@@ -86,129 +291,22 @@ def send_batch(
     clock: Clock = utcnow,
 ) -> BatchResult:
     """Send the given outbox rows; safe to call twice with the same ids (the claim decides)."""
-    result = BatchResult()
-    for message_id in ids:
-        outcome = send_one(
-            message_id,
-            engine=engine,
-            provider=provider,
-            limiter=limiter,
-            campaigns=campaigns,
-            settings=settings,
-            clock=clock,
-        )
-        result.by_id[message_id] = outcome
-        setattr(result, outcome, getattr(result, outcome) + 1)
-        if outcome != "skipped":
-            result.claimed += 1
-    return result
+    return Sender(engine, provider, limiter, campaigns, settings, clock).send(ids)
 
 
-def claim(session: Session, message_id: int, now: dt.datetime) -> _Claimed | None:
-    """`queued → sending`, exactly one winner across processes; None when someone else won."""
+def claim(session: Session, ids: Sequence[int], now: dt.datetime) -> list[_Claimed]:
+    """`queued → sending` for those of `ids` still queued, exactly one winner across processes;
+    returns the rows this caller won, with what sending them needs."""
     won = session.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.status == MessageStatus.queued)
-        .values(status=MessageStatus.sending, sending_at=now, attempts=Message.attempts + 1, updated_at=now)
-        .returning(Message.id)
-    ).first()
-    if won is None:
-        return None
-    row = session.execute(
-        select(
-            Message.id,
-            Message.phone,
-            Message.body,
-            Message.segments,
-            Message.kind,
-            Message.attempts,
-            Enrollment.campaign_id,
-            Patient.timezone,
-            Patient.phone_zones,
-            Patient.postal_code,
-            consent.number_opted_out(Message.phone).label("opted_out"),
-        )
-        .outerjoin(Enrollment, Enrollment.id == Message.enrollment_id)
-        .outerjoin(Patient, Patient.id == Enrollment.patient_id)
-        .where(Message.id == message_id)
-    ).one()
-    return _Claimed(**row._asdict())
-
-
-def send_one(
-    message_id: int,
-    *,
-    engine: Engine,
-    provider: Provider,
-    limiter: RateLimiter,
-    campaigns: dict[str, CampaignFile],
-    settings: Settings,
-    clock: Clock = utcnow,
-) -> str:
-    now = clock()
-    with session_scope(engine) as session:
-        claimed = claim(session, message_id, now)
-        if claimed is None:
-            return "skipped"
-        if claimed.opted_out:
-            _finish(
-                session,
-                claimed.id,
-                now,
-                status=MessageStatus.canceled,
-                cancel_reason="opted out",
-                canceled_at=now,
-            )
-            return "canceled"
-        campaign = campaigns.get(claimed.campaign_id) if claimed.campaign_id else None
-        if claimed.kind == MessageKind.outreach and campaign is not None:
-            later = _outside_window(session, claimed, campaign, settings, now)
-            if later is not None:
-                _finish(session, claimed.id, now, status=MessageStatus.planned, send_at=later, queued_at=None)
-                log.info(
-                    "message %s to %s moved to the next opening %s", claimed.id, mask(claimed.phone), later
-                )
-                return "rescheduled"
-
-    # The token is taken right before the request, so the provider sees the limiter's spacing
-    # (database work in between would add jitter). The wait is bounded well below the sweeper's
-    # SENDING_TOO_LONG: a row is never held in `sending` long enough to look abandoned.
-    try:
-        limiter.acquire(claimed.segments, timeout=THROTTLE_TIMEOUT_S)
-    except TimeoutError:
-        with session_scope(engine) as session:
-            _finish(
-                session,
-                claimed.id,
-                clock(),
-                status=MessageStatus.queued,
-                sending_at=None,
-                attempts=Message.attempts - 1,
-            )
-        return "throttled"
-    try:
-        sent = provider.send(to=claimed.phone, body=claimed.body)
-    except RetryableError as exc:
-        return _retry_later(engine, claimed, exc, clock())
-    except PermanentError as exc:
-        return _permanent(engine, claimed, exc, clock())
-    except AmbiguousError as exc:
-        with session_scope(engine) as session:
-            _finish(session, claimed.id, clock(), status=MessageStatus.unknown, error_message=str(exc)[:500])
-        log.warning("message %s to %s: outcome unknown, will reconcile", claimed.id, mask(claimed.phone))
-        return "unknown"
-    with session_scope(engine) as session:
-        done = clock()
-        _finish(
-            session,
-            claimed.id,
-            done,
-            status=MessageStatus.sent,
-            provider_sid=sent.sid,
-            provider_status=sent.status,
-            sent_at=done,
-        )
-    return "sent"
+        update(_outbox)
+        .where(_outbox.c.id.in_(ids), _outbox.c.status == MessageStatus.queued)
+        .values(status=MessageStatus.sending, sending_at=now, attempts=_outbox.c.attempts + 1, updated_at=now)
+        .returning(_outbox.c.id)
+    ).all()
+    if not won:
+        return []
+    rows = session.execute(_CLAIM_DETAILS, {"ids": [row.id for row in won]})
+    return [_Claimed(**row._asdict()) for row in rows]
 
 
 def _outside_window(

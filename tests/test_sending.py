@@ -10,11 +10,12 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from outreach import scheduler, sending, sweeper
+from outreach import scheduler, sending, status, sweeper
 from outreach.config import Settings, get_settings
 from outreach.consent import is_opted_out, record_opt_out
 from outreach.db import session_scope
 from outreach.models import Message, MessageStatus, utcnow
+from outreach.providers.base import ProviderMessage
 from outreach.providers.twilio import TwilioProvider
 from outreach.ratelimit import NoLimit
 from outreach.sandbox.server import SandboxServer
@@ -251,7 +252,7 @@ def test_lost_queue_and_dead_worker_are_recovered_by_the_sweeper(
     session.commit()
     lost, claimed = _queue(engine)
     with session_scope(engine) as s:  # a worker claimed this one and died before calling Twilio
-        assert sending.claim(s, claimed, NOW) is not None
+        assert sending.claim(s, [claimed], NOW)
     dispatched: list[int] = []
     early = sweeper.sweep(
         engine,
@@ -319,3 +320,62 @@ def test_a_row_that_gets_no_rate_token_in_time_goes_back_to_the_queue_unsent(
     waiting = [r for r in rows.values() if r.status == MessageStatus.queued]
     assert len(waiting) == 1 and waiting[0].attempts == 0 and waiting[0].sending_at is None
     assert len(sandbox.messages()) == 1
+
+
+def test_a_batch_larger_than_a_claim_chunk_sends_each_row_once_and_records_every_sid(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
+) -> None:
+    count = 2 * sending.CLAIM_CHUNK + 3
+    for i in range(count):
+        add_patient(session, f"C{i}", phone=f"(617) 555-{i:04d}")
+    session.commit()
+    ids = _queue(engine)
+    assert len(ids) == count
+    result = _send(engine, settings, ids + ids[:5])  # a repeated id in the same batch is skipped
+    assert (result.sent, result.skipped) == (count, 0)
+    accepted = sandbox.messages()
+    assert len(accepted) == count and len({m["to"] for m in accepted}) == count
+    rows = _rows(engine)
+    assert {r.provider_sid for r in rows.values()} == {m["sid"] for m in accepted}
+    assert all(r.status == MessageStatus.sent for r in rows.values())
+
+
+class _CallbackFirst:
+    """The provider, plus a delivery callback that lands (in the web process, in its own
+    transaction) before the sender has recorded the SID: the race the ledger must close."""
+
+    def __init__(self, inner: TwilioProvider, engine: Engine) -> None:
+        self.inner, self.engine = inner, engine
+
+    def send(self, *, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
+        sent = self.inner.send(to=to, body=body, status_callback=status_callback)
+        with session_scope(self.engine) as s:
+            assert status.apply_status(s, sent.sid, "delivered", None, NOW) == status.Outcome.unmatched
+        return sent
+
+    def fetch(self, sid: str) -> ProviderMessage:
+        return self.inner.fetch(sid)
+
+    def list_to(self, to: str, *, since: dt.datetime) -> list[ProviderMessage]:
+        return self.inner.list_to(to, since=since)
+
+
+def test_a_status_callback_that_beats_the_sender_is_applied_once_the_sid_is_recorded(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
+) -> None:
+    add_patient(session, "E1", phone="(617) 555-0101")
+    add_patient(session, "E2", phone="(617) 555-0102")
+    session.commit()
+    ids = _queue(engine)
+    result = sending.send_batch(
+        ids,
+        engine=engine,
+        provider=_CallbackFirst(TwilioProvider(settings), engine),
+        limiter=NoLimit(),
+        campaigns=CAMPAIGNS,
+        settings=settings,
+        clock=lambda: NOW,
+    )
+    assert result.sent == 2
+    rows = _rows(engine)
+    assert [r.status for r in rows.values()] == [MessageStatus.delivered] * 2

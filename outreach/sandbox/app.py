@@ -101,6 +101,7 @@ def create_app(state: SandboxState, *, stopping: asyncio.Event | None = None) ->
 
     @app.post(MESSAGES, status_code=201)
     async def create_message(request: Request, account_sid: str) -> JSONResponse:
+        received_at = state.clock()  # before the simulated latency: the rate is counted on arrival
         await api_request(request, account_sid)
         fault = state.draw_fault()
         if fault == "429":
@@ -109,7 +110,9 @@ def create_app(state: SandboxState, *, stopping: asyncio.Event | None = None) ->
             raise TwilioError(500, 20500)
         form = await request.form()
         fields = {k: str(v) for k, v in form.items()}
-        message = state.accept(**_validated(state, fields), timed_out=fault == "timeout")
+        message = state.accept(
+            **_validated(state, fields), timed_out=fault == "timeout", received_at=received_at
+        )
         lifecycle.schedule(message)
         body = message.twilio_json()
         if fault == "timeout":

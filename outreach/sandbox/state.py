@@ -251,8 +251,11 @@ class SandboxState:
         status_callback: str | None,
         validity_period: int | None,
         timed_out: bool = False,
+        received_at: dt.datetime | None = None,
     ) -> SandboxMessage:
-        now = self.clock()
+        """Record a message; `received_at` (when the request arrived, before any simulated
+        latency) is its creation time, the instant a real provider counts against the rate."""
+        now = received_at or self.clock()
         status = "accepted" if messaging_service_sid else "queued"
         message = SandboxMessage(
             sid=new_sid(),
