@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -24,7 +25,16 @@ from outreach import consent, status
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings
 from outreach.db import session_scope
-from outreach.models import AuditEntry, Enrollment, Message, MessageKind, MessageStatus, Patient, utcnow
+from outreach.models import (
+    AuditEntry,
+    Enrollment,
+    Message,
+    MessageKind,
+    MessageStatus,
+    Patient,
+    PhoneConsent,
+    utcnow,
+)
 from outreach.pacing import Pacer, recipient
 from outreach.phones import mask
 from outreach.providers.base import AmbiguousError, PermanentError, Provider, RetryableError
@@ -37,6 +47,7 @@ MAX_ATTEMPTS = 6
 THROTTLE_TIMEOUT_S = 30.0  # longest wait for a rate token; the row then goes back to `queued`
 CLAIM_CHUNK = 10  # rows claimed per transaction: at most this many wait in `sending` for tokens
 RECORD_WITHIN = dt.timedelta(seconds=1)  # an accepted row is recorded at most this late
+CONSENT_FRESH_S = 1.0  # a row whose opt-out check is older than this (waiting for tokens) is checked again
 # Twilio codes that mean the number itself refuses our texts: record an opt-out for it.
 OPT_OUT_CODES = frozenset({21610})
 Clock = Callable[[], dt.datetime]
@@ -136,6 +147,7 @@ class Sender:
     campaigns: dict[str, CampaignFile]
     settings: Settings
     clock: Clock = utcnow
+    consent_fresh_s: float = CONSENT_FRESH_S
 
     def send(self, ids: Sequence[int]) -> BatchResult:
         """Send the given outbox rows; safe to call twice with the same ids (the claim decides).
@@ -160,11 +172,21 @@ class Sender:
             for message_id in chunk:
                 if message_id not in won:
                     result.count(message_id, "skipped")
+            checked = time.monotonic()
+            refused: set[str] = set()
             for position, row in enumerate(ready):
-                outcome = self._send_row(row, ledger)
-                if outcome == "throttled":
+                if not self._take_token(row):
                     self._release([r.id for r in ready[position:]], result)
                     break
+                if time.monotonic() - checked > self.consent_fresh_s:
+                    # A STOP can land while a claimed row waits for its token; check the rest again.
+                    refused = self._opted_out([r.phone for r in ready[position:]])
+                    checked = time.monotonic()
+                if row.phone in refused:
+                    self._cancel_opted_out(row)
+                    result.count(row.id, "canceled")
+                    continue
+                outcome = self._send_row(row, ledger)
                 result.count(row.id, outcome)
                 if ledger.due(self.clock()):
                     with session_scope(self.engine) as session:
@@ -181,14 +203,7 @@ class Sender:
         ready: list[_Claimed] = []
         for row in claimed:
             if row.opted_out:
-                _finish(
-                    session,
-                    row.id,
-                    now,
-                    status=MessageStatus.canceled,
-                    cancel_reason="opted out",
-                    canceled_at=now,
-                )
+                _cancel_opted_out(session, row.id, now)
                 result.count(row.id, "canceled")
                 continue
             campaign = self.campaigns.get(row.campaign_id) if row.campaign_id else None
@@ -202,14 +217,28 @@ class Sender:
             ready.append(row)
         return ready
 
-    def _send_row(self, row: _Claimed, ledger: _Ledger) -> str:
-        # The token is taken right before the request, so the provider sees the limiter's spacing
-        # (database work in between would add jitter). The wait is bounded well below the sweeper's
-        # SENDING_TOO_LONG: a row is never held in `sending` long enough to look abandoned.
+    def _take_token(self, row: _Claimed) -> bool:
+        """Wait for the row's rate slot, right before its request, so the provider sees the
+        limiter's spacing. The wait is bounded well below the sweeper's SENDING_TOO_LONG: a row is
+        never held in `sending` long enough to look abandoned."""
         try:
             self.limiter.acquire(row.segments, timeout=THROTTLE_TIMEOUT_S)
         except TimeoutError:
-            return "throttled"
+            return False
+        return True
+
+    def _opted_out(self, phones: list[str]) -> set[str]:
+        with session_scope(self.engine) as session:
+            found = session.scalars(
+                select(PhoneConsent.phone).where(PhoneConsent.phone.in_(set(phones)), consent.opted_out())
+            )
+            return set(found)
+
+    def _cancel_opted_out(self, row: _Claimed) -> None:
+        with session_scope(self.engine) as session:
+            _cancel_opted_out(session, row.id, self.clock())
+
+    def _send_row(self, row: _Claimed, ledger: _Ledger) -> str:
         try:
             sent = self.provider.send(to=row.phone, body=row.body)
         except RetryableError as exc:
@@ -321,6 +350,17 @@ def _outside_window(
     pacer = Pacer(settings.daily_cap, settings.weekly_cap)
     pacer.load(session, [claimed.phone], now, exclude_id=claimed.id)
     return pacer.place(who, now, campaign.send_window)
+
+
+def _cancel_opted_out(session: Session, message_id: int, now: dt.datetime) -> None:
+    _finish(
+        session,
+        message_id,
+        now,
+        status=MessageStatus.canceled,
+        cancel_reason=consent.CANCEL_REASON,
+        canceled_at=now,
+    )
 
 
 def _finish(session: Session, message_id: int, now: dt.datetime, **values: Any) -> None:

@@ -379,3 +379,48 @@ def test_a_status_callback_that_beats_the_sender_is_applied_once_the_sid_is_reco
     assert result.sent == 2
     rows = _rows(engine)
     assert [r.status for r in rows.values()] == [MessageStatus.delivered] * 2
+
+
+class _StopArrivesMidChunk:
+    """The provider, plus a STOP from another number of the chunk right after the first send."""
+
+    def __init__(self, inner: TwilioProvider, engine: Engine, stopping: str) -> None:
+        self.inner, self.engine, self.stopping = inner, engine, stopping
+
+    def send(self, *, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
+        sent = self.inner.send(to=to, body=body, status_callback=status_callback)
+        with session_scope(self.engine) as s:
+            record_opt_out(s, self.stopping, by="STOP", at=NOW)
+        return sent
+
+    def fetch(self, sid: str) -> ProviderMessage:
+        return self.inner.fetch(sid)
+
+    def list_to(self, to: str, *, since: dt.datetime) -> list[ProviderMessage]:
+        return self.inner.list_to(to, since=since)
+
+
+@pytest.mark.parametrize(("fresh_s", "reached"), [(0.0, 1), (3600.0, 2)])
+def test_a_stop_while_a_claimed_row_waits_for_its_token_cancels_it(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer, fresh_s: float, reached: int
+) -> None:
+    """Consent is checked again once a claimed row has waited longer than `consent_fresh_s`
+    (here 0: always; the control, an hour, shows the re-check is what stops the second text)."""
+    add_patient(session, "M1", phone="(617) 555-0101")
+    add_patient(session, "M2", phone="(617) 555-0102")
+    session.commit()
+    ids = _queue(engine)
+    sender = sending.Sender(
+        engine,
+        _StopArrivesMidChunk(TwilioProvider(settings), engine, "+16175550102"),
+        NoLimit(),
+        CAMPAIGNS,
+        settings,
+        clock=lambda: NOW,
+        consent_fresh_s=fresh_s,
+    )
+    result = sender.send(ids)
+    assert len(sandbox.messages()) == reached
+    assert (result.sent, result.canceled) == (reached, 2 - reached)
+    if reached == 1:
+        assert _rows(engine)[ids[1]].cancel_reason == "opted out"
