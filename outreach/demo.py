@@ -369,19 +369,19 @@ def _embedded_worker(clock: Callable[[], dt.datetime]) -> Iterator[Dispatch]:
     from workers.app import app
 
     previous = app.conf.broker_url, app.conf.broker_transport_options
-    app.conf.broker_url = "memory://"
     # The in-memory transport polls its queues (every second by default): poll often, so each
     # simulated hour's texts go out at once.
-    app.conf.broker_transport_options = {"polling_interval": 0.01}
-    # Forget broker connections made earlier in this process (Celery's own reset after a fork).
-    app._after_fork()
+    app.conf.update(broker_url="memory://", broker_transport_options={"polling_interval": 0.01})
+    # Forget broker connections made earlier in this process (Celery's own reset after a fork;
+    # private, so the stubs do not declare it).
+    app._after_fork()  # type: ignore[attr-defined]
     get_runtime().clock = clock
     try:
         with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False, shutdown_timeout=10):
             yield tasks.dispatch
     finally:
-        app.conf.broker_url, app.conf.broker_transport_options = previous
-        app._after_fork()
+        app.conf.update(broker_url=previous[0], broker_transport_options=previous[1])
+        app._after_fork()  # type: ignore[attr-defined]
 
 
 @contextmanager
