@@ -11,13 +11,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from outreach import scheduler, sending, status, sweeper
+from outreach.campaigns import CampaignFile
 from outreach.config import Settings, get_settings
 from outreach.consent import is_opted_out, record_opt_out
 from outreach.db import session_scope
 from outreach.models import Message, MessageStatus, utcnow
-from outreach.providers.base import ProviderMessage
+from outreach.providers.base import Provider, ProviderMessage
 from outreach.providers.twilio import TwilioProvider
-from outreach.ratelimit import NoLimit
+from outreach.ratelimit import NoLimit, RateLimiter
 from outreach.sandbox.server import SandboxServer
 from outreach.sandbox.state import SandboxConfig
 from tests.factories import add_patient, campaign
@@ -53,23 +54,42 @@ def _queue(engine: Engine, now: dt.datetime = NOW) -> list[int]:
     )
 
 
+def _queue_two(engine: Engine, session: Session) -> list[int]:
+    """Two patients, (617) 555-0101 and -0102, each with a queued invite."""
+    add_patient(session, "P1", phone="(617) 555-0101")
+    add_patient(session, "P2", phone="(617) 555-0102")
+    session.commit()
+    return _queue(engine)
+
+
 def _ids(engine: Engine, status: str) -> list[int]:
     with session_scope(engine) as s:
         return list(s.scalars(select(Message.id).where(Message.status == status).order_by(Message.id)))
 
 
 def _send(
-    engine: Engine, settings: Settings, ids: list[int], *, now: dt.datetime = NOW, timeout: float = 5.0
-):
-    return sending.send_batch(
-        ids,
-        engine=engine,
-        provider=TwilioProvider(settings, timeout=timeout),
-        limiter=NoLimit(),
-        campaigns=CAMPAIGNS,
-        settings=settings,
+    engine: Engine,
+    settings: Settings,
+    ids: list[int],
+    *,
+    now: dt.datetime = NOW,
+    timeout: float = 5.0,
+    provider: Provider | None = None,
+    limiter: RateLimiter | None = None,
+    campaigns: dict[str, CampaignFile] = CAMPAIGNS,
+    consent_fresh_s: float = sending.CONSENT_FRESH_S,
+) -> sending.BatchResult:
+    """The sender as a worker runs it, on the sandbox, at a fixed time."""
+    sender = sending.Sender(
+        engine,
+        provider or TwilioProvider(settings, timeout=timeout),
+        limiter or NoLimit(),
+        campaigns,
+        settings,
         clock=lambda: now,
+        consent_fresh_s=consent_fresh_s,
     )
+    return sender.send(ids)
 
 
 def _rows(engine: Engine) -> dict[int, Message]:
@@ -123,15 +143,7 @@ def test_row_due_at_2059_that_waits_past_2100_moves_to_the_next_morning(
     scheduler.tick(engine, {wide.id: wide}, settings=settings, now=at_2059)
     [message_id] = _ids(engine, "queued")
     at_2100 = at_2059 + dt.timedelta(minutes=1)
-    result = sending.send_batch(
-        [message_id],
-        engine=engine,
-        provider=TwilioProvider(settings),
-        limiter=NoLimit(),
-        campaigns={wide.id: wide},
-        settings=settings,
-        clock=lambda: at_2100,
-    )
+    result = _send(engine, settings, [message_id], now=at_2100, campaigns={wide.id: wide})
     assert result.rescheduled == 1
     row = _rows(engine)[message_id]
     assert (row.status, row.send_at) == (MessageStatus.planned, dt.datetime(2026, 11, 24, 13, 0))  # Tue 08:00
@@ -301,20 +313,9 @@ def test_a_row_that_gets_no_rate_token_in_time_goes_back_to_the_queue_unsent(
 ) -> None:
     from outreach.ratelimit import LocalRateLimiter
 
-    add_patient(session, "Q1", phone="(617) 555-0101")
-    add_patient(session, "Q2", phone="(617) 555-0102")
-    session.commit()
-    ids = _queue(engine)
+    ids = _queue_two(engine, session)
     starved = LocalRateLimiter(rate=0.001)  # one token now, the next in 1,000 s: past the wait bound
-    result = sending.send_batch(
-        ids,
-        engine=engine,
-        provider=TwilioProvider(settings),
-        limiter=starved,
-        campaigns=CAMPAIGNS,
-        settings=settings,
-        clock=lambda: NOW,
-    )
+    result = _send(engine, settings, ids, limiter=starved)
     assert (result.sent, result.throttled) == (1, 1)
     rows = _rows(engine)
     waiting = [r for r in rows.values() if r.status == MessageStatus.queued]
@@ -340,9 +341,9 @@ def test_a_batch_larger_than_a_claim_chunk_sends_each_row_once_and_records_every
     assert all(r.status == MessageStatus.sent for r in rows.values())
 
 
-class _CallbackFirst:
-    """The provider, plus a delivery callback that lands (in the web process, in its own
-    transaction) before the sender has recorded the SID: the race the ledger must close."""
+class _AfterSend:
+    """The real provider, plus something that happens elsewhere right after each accepted send
+    (in another process, in its own transaction): the races the sender must survive."""
 
     def __init__(self, inner: TwilioProvider, engine: Engine) -> None:
         self.inner, self.engine = inner, engine
@@ -350,54 +351,45 @@ class _CallbackFirst:
     def send(self, *, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
         sent = self.inner.send(to=to, body=body, status_callback=status_callback)
         with session_scope(self.engine) as s:
-            assert status.apply_status(s, sent.sid, "delivered", None, NOW) == status.Outcome.unmatched
+            self.meanwhile(s, sent)
         return sent
+
+    def meanwhile(self, session: Session, sent: ProviderMessage) -> None:
+        raise NotImplementedError
 
     def fetch(self, sid: str) -> ProviderMessage:
         return self.inner.fetch(sid)
 
     def list_to(self, to: str, *, since: dt.datetime) -> list[ProviderMessage]:
         return self.inner.list_to(to, since=since)
+
+
+class _CallbackFirst(_AfterSend):
+    """A delivery callback lands in the web process before the sender has recorded the SID."""
+
+    def meanwhile(self, session: Session, sent: ProviderMessage) -> None:
+        assert status.apply_status(session, sent.sid, "delivered", None, NOW) == status.Outcome.unmatched
 
 
 def test_a_status_callback_that_beats_the_sender_is_applied_once_the_sid_is_recorded(
     engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
 ) -> None:
-    add_patient(session, "E1", phone="(617) 555-0101")
-    add_patient(session, "E2", phone="(617) 555-0102")
-    session.commit()
-    ids = _queue(engine)
-    result = sending.send_batch(
-        ids,
-        engine=engine,
-        provider=_CallbackFirst(TwilioProvider(settings), engine),
-        limiter=NoLimit(),
-        campaigns=CAMPAIGNS,
-        settings=settings,
-        clock=lambda: NOW,
-    )
+    ids = _queue_two(engine, session)
+    result = _send(engine, settings, ids, provider=_CallbackFirst(TwilioProvider(settings), engine))
     assert result.sent == 2
     rows = _rows(engine)
     assert [r.status for r in rows.values()] == [MessageStatus.delivered] * 2
 
 
-class _StopArrivesMidChunk:
-    """The provider, plus a STOP from another number of the chunk right after the first send."""
+class _StopArrivesMidChunk(_AfterSend):
+    """A STOP from another number of the chunk arrives right after the first send."""
 
     def __init__(self, inner: TwilioProvider, engine: Engine, stopping: str) -> None:
-        self.inner, self.engine, self.stopping = inner, engine, stopping
+        super().__init__(inner, engine)
+        self.stopping = stopping
 
-    def send(self, *, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
-        sent = self.inner.send(to=to, body=body, status_callback=status_callback)
-        with session_scope(self.engine) as s:
-            record_opt_out(s, self.stopping, by="STOP", at=NOW)
-        return sent
-
-    def fetch(self, sid: str) -> ProviderMessage:
-        return self.inner.fetch(sid)
-
-    def list_to(self, to: str, *, since: dt.datetime) -> list[ProviderMessage]:
-        return self.inner.list_to(to, since=since)
+    def meanwhile(self, session: Session, sent: ProviderMessage) -> None:
+        record_opt_out(session, self.stopping, by="STOP", at=NOW)
 
 
 @pytest.mark.parametrize(("fresh_s", "reached"), [(0.0, 1), (3600.0, 2)])
@@ -406,20 +398,9 @@ def test_a_stop_while_a_claimed_row_waits_for_its_token_cancels_it(
 ) -> None:
     """Consent is checked again once a claimed row has waited longer than `consent_fresh_s`
     (here 0: always; the control, an hour, shows the re-check is what stops the second text)."""
-    add_patient(session, "M1", phone="(617) 555-0101")
-    add_patient(session, "M2", phone="(617) 555-0102")
-    session.commit()
-    ids = _queue(engine)
-    sender = sending.Sender(
-        engine,
-        _StopArrivesMidChunk(TwilioProvider(settings), engine, "+16175550102"),
-        NoLimit(),
-        CAMPAIGNS,
-        settings,
-        clock=lambda: NOW,
-        consent_fresh_s=fresh_s,
-    )
-    result = sender.send(ids)
+    ids = _queue_two(engine, session)
+    stop = _StopArrivesMidChunk(TwilioProvider(settings), engine, "+16175550102")
+    result = _send(engine, settings, ids, provider=stop, consent_fresh_s=fresh_s)
     assert len(sandbox.messages()) == reached
     assert (result.sent, result.canceled) == (reached, 2 - reached)
     if reached == 1:
