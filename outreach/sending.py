@@ -44,7 +44,10 @@ from outreach.windows import is_open
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6
-THROTTLE_TIMEOUT_S = 30.0  # longest wait for a rate token; the row then goes back to `queued`
+# Longest a claimed chunk waits for rate tokens, all its rows together; the rest then go back to
+# `queued`. Well below the sweeper's SENDING_TOO_LONG, so a row is never held in `sending` long
+# enough to look abandoned (and be queued again while this worker still means to send it).
+THROTTLE_TIMEOUT_S = 30.0
 CLAIM_CHUNK = 10  # rows claimed per transaction: at most this many wait in `sending` for tokens
 RECORD_WITHIN = dt.timedelta(seconds=1)  # an accepted row is recorded at most this late
 CONSENT_FRESH_S = 1.0  # a row whose opt-out check is older than this (waiting for tokens) is checked again
@@ -148,6 +151,7 @@ class Sender:
     settings: Settings
     clock: Clock = utcnow
     consent_fresh_s: float = CONSENT_FRESH_S
+    monotonic: Callable[[], float] = time.monotonic  # elapsed real time: token waits, consent age
 
     def send(self, ids: Sequence[int]) -> BatchResult:
         """Send the given outbox rows; safe to call twice with the same ids (the claim decides).
@@ -172,16 +176,17 @@ class Sender:
             for message_id in chunk:
                 if message_id not in won:
                     result.count(message_id, "skipped")
-            checked = time.monotonic()
+            checked = self.monotonic()
+            deadline = checked + THROTTLE_TIMEOUT_S
             refused: set[str] = set()
             for position, row in enumerate(ready):
-                if not self._take_token(row):
+                if not self._take_token(row, deadline):
                     self._release([r.id for r in ready[position:]], result)
                     break
-                if time.monotonic() - checked > self.consent_fresh_s:
+                if self.monotonic() - checked > self.consent_fresh_s:
                     # A STOP can land while a claimed row waits for its token; check the rest again.
                     refused = self._opted_out([r.phone for r in ready[position:]])
-                    checked = time.monotonic()
+                    checked = self.monotonic()
                 if row.phone in refused:
                     self._cancel_opted_out(row)
                     result.count(row.id, "canceled")
@@ -217,12 +222,14 @@ class Sender:
             ready.append(row)
         return ready
 
-    def _take_token(self, row: _Claimed) -> bool:
+    def _take_token(self, row: _Claimed, deadline: float) -> bool:
         """Wait for the row's rate slot, right before its request, so the provider sees the
-        limiter's spacing. The wait is bounded well below the sweeper's SENDING_TOO_LONG: a row is
-        never held in `sending` long enough to look abandoned."""
+        limiter's spacing; False when it would come after the chunk's deadline."""
+        remaining = deadline - self.monotonic()
+        if remaining < 0:
+            return False
         try:
-            self.limiter.acquire(row.segments, timeout=THROTTLE_TIMEOUT_S)
+            self.limiter.acquire(row.segments, timeout=remaining)
         except TimeoutError:
             return False
         return True

@@ -4,7 +4,8 @@ window at claim time, and each class of provider outcome ending in its stated st
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, select
@@ -18,7 +19,7 @@ from outreach.db import session_scope
 from outreach.models import Message, MessageStatus, utcnow
 from outreach.providers.base import Provider, ProviderMessage
 from outreach.providers.twilio import TwilioProvider
-from outreach.ratelimit import NoLimit, RateLimiter
+from outreach.ratelimit import LocalRateLimiter, NoLimit, RateLimiter
 from outreach.sandbox.server import SandboxServer
 from outreach.sandbox.state import SandboxConfig
 from tests.factories import add_patient, campaign
@@ -78,6 +79,7 @@ def _send(
     limiter: RateLimiter | None = None,
     campaigns: dict[str, CampaignFile] = CAMPAIGNS,
     consent_fresh_s: float = sending.CONSENT_FRESH_S,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> sending.BatchResult:
     """The sender as a worker runs it, on the sandbox, at a fixed time."""
     sender = sending.Sender(
@@ -88,6 +90,7 @@ def _send(
         settings,
         clock=lambda: now,
         consent_fresh_s=consent_fresh_s,
+        monotonic=monotonic,
     )
     return sender.send(ids)
 
@@ -311,8 +314,6 @@ def test_reconcile_does_not_mistake_another_text_to_the_same_number_for_ours(
 def test_a_row_that_gets_no_rate_token_in_time_goes_back_to_the_queue_unsent(
     engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
 ) -> None:
-    from outreach.ratelimit import LocalRateLimiter
-
     ids = _queue_two(engine, session)
     starved = LocalRateLimiter(rate=0.001)  # one token now, the next in 1,000 s: past the wait bound
     result = _send(engine, settings, ids, limiter=starved)
@@ -405,3 +406,40 @@ def test_a_stop_while_a_claimed_row_waits_for_its_token_cancels_it(
     assert (result.sent, result.canceled) == (reached, 2 - reached)
     if reached == 1:
         assert _rows(engine)[ids[1]].cancel_reason == "opted out"
+
+
+class _SlowClock:
+    """Elapsed time that moves 11 s with every accepted send (a slow rate, without sleeping)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _ElevenSecondsPerSend(_AfterSend):
+    def __init__(self, inner: TwilioProvider, engine: Engine, clock: _SlowClock) -> None:
+        super().__init__(inner, engine)
+        self.clock = clock
+
+    def meanwhile(self, session: Session, sent: ProviderMessage) -> None:
+        self.clock.now += 11
+
+
+def test_a_chunk_waits_for_tokens_at_most_the_throttle_timeout_in_all(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
+) -> None:
+    """Each row's token comes at once, but the chunk as a whole has used up its 30 s after three
+    sends: the fourth row goes back to the queue instead of outliving the sweeper's patience."""
+    for i in range(4):
+        add_patient(session, f"T{i}", phone=f"(617) 555-010{i}")
+    session.commit()
+    ids = _queue(engine)
+    clock = _SlowClock()
+    limiter = LocalRateLimiter(rate=0.1, clock=clock)  # one token per 10 s of that clock
+    provider = _ElevenSecondsPerSend(TwilioProvider(settings), engine, clock)
+    result = _send(engine, settings, ids, provider=provider, limiter=limiter, monotonic=clock)
+    assert (result.sent, result.throttled) == (3, 1)
+    assert len(sandbox.messages()) == 3
+    assert _rows(engine)[ids[3]].status == MessageStatus.queued
