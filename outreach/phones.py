@@ -10,7 +10,18 @@ import re
 from dataclasses import dataclass
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumber, PhoneNumberType, timezone
+from phonenumbers import (
+    COUNTRY_CODE_TO_REGION_CODE,
+    NumberParseException,
+    PhoneMetadata,
+    PhoneNumber,
+    PhoneNumberType,
+    national_significant_number,
+    timezone,
+)
+
+# The library's per-region type check; public `number_type` would redo the region search.
+from phonenumbers.phonenumberutil import _number_type_helper
 from phonenumbers.tzdata import TIMEZONE_LONGEST_PREFIX
 
 _UNKNOWN_ZONE = "Etc/Unknown"
@@ -44,9 +55,10 @@ class Phone:
 def parse_phone(raw: str, default_region: str = "US") -> Phone:
     """Parse `raw` in any human format; raise PhoneError with a reason a person can act on.
 
-    This is the roster import's hot spot, so each phonenumbers check runs once: `number_type` is
-    UNKNOWN exactly when `is_valid_number` is False, and a number's zones depend only on its
-    leading digits, so they are cached by prefix.
+    This is the roster import's hot spot, so each phonenumbers check runs once: the region and the
+    type come from one pass over the region metadata (`number_type` is UNKNOWN exactly when
+    `is_valid_number` is False), and a number's zones depend only on its leading digits, so they
+    are cached by prefix.
     """
     text = raw.strip()
     if not text:
@@ -59,16 +71,55 @@ def parse_phone(raw: str, default_region: str = "US") -> Phone:
             raise PhoneError(f"not a phone number ({_parse_reason(exc)})") from None
     if not phonenumbers.is_possible_number(number):
         raise PhoneError("impossible phone number (wrong number of digits for its country)")
-    kind = phonenumbers.number_type(number)
+    region, kind = region_and_type(number)
     if kind == PhoneNumberType.UNKNOWN:
         raise PhoneError("invalid phone number (no such area code or exchange)")
     if kind in _NOT_TEXTABLE:
         raise PhoneError(f"cannot receive texts: {_NOT_TEXTABLE[kind]}")
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return Phone(e164=e164, region=phonenumbers.region_code_for_number(number), zones=_zones(e164, number))
+    return Phone(e164=e164, region=region, zones=_zones(e164, number))
+
+
+def region_and_type(number: PhoneNumber) -> tuple[str | None, int]:
+    """`(phonenumbers.region_code_for_number(n), phonenumbers.number_type(n))` in one pass.
+
+    Both library calls find the region of a shared country code (+1 has 25 regions) by matching
+    the number against each region's type patterns, and `number_type` then matches them again for
+    the region it found: three full type checks per number. This follows the same steps (the
+    library's own `_region_code_for_number_from_list` and `number_type`) and keeps the type the
+    region search already computed; tests/test_phones.py checks that both answers agree.
+    """
+    calling_code = number.country_code
+    regions = None if calling_code is None else COUNTRY_CODE_TO_REGION_CODE.get(calling_code)
+    if calling_code is None or regions is None:
+        return None, PhoneNumberType.UNKNOWN
+    national = national_significant_number(number)
+    if len(regions) == 1:
+        metadata = PhoneMetadata.metadata_for_region_or_calling_code(calling_code, regions[0])
+        return regions[0], _type_in(national, metadata)
+    for region in regions:
+        metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
+        if metadata is None:
+            continue
+        if metadata.leading_digits is not None:
+            if re.match(metadata.leading_digits, national):
+                return region, _type_in(national, metadata)
+        else:
+            kind = _type_in(national, metadata)
+            if kind != PhoneNumberType.UNKNOWN:
+                return region, kind
+    return None, PhoneNumberType.UNKNOWN
+
+
+def _type_in(national: str, metadata: PhoneMetadata | None) -> int:
+    if metadata is None:
+        return PhoneNumberType.UNKNOWN
+    kind: int = _number_type_helper(national, metadata)
+    return kind
 
 
 _SEPARATORS_ONLY = re.compile(r"^\+?[\d\s().-]+$")
+_NON_DIGITS = re.compile(r"\D")
 
 
 def _nanp_fast_path(text: str, default_region: str) -> PhoneNumber | None:
@@ -76,7 +127,7 @@ def _nanp_fast_path(text: str, default_region: str) -> PhoneNumber | None:
     parser; anything else (letters, extensions, other countries) goes through `phonenumbers.parse`."""
     if not _SEPARATORS_ONLY.match(text):
         return None
-    digits = "".join(ch for ch in text if ch.isdigit())
+    digits = _NON_DIGITS.sub("", text)  # what is left are separators: \s ( ) . - +
     if text.startswith("+") or len(digits) == 11:
         if len(digits) != 11 or digits[0] != "1":
             return None

@@ -11,24 +11,25 @@ import datetime as dt
 import multiprocessing
 import os
 import re
+from array import array
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 from sqlalchemy import (
-    Boolean,
     Connection,
     Engine,
     Table,
     inspect,
-    literal_column,
     or_,
     select,
+    text,
 )
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
@@ -146,102 +147,175 @@ def _language(text: str) -> str:
     return code
 
 
-# --- row parsing -------------------------------------------------------------------------------
+# --- row checks --------------------------------------------------------------------------------
+# A large roster is read in this process and checked in helper processes (_helper_pool), so what
+# crosses between them is kept cheap to pickle: a batch is its records' fields in one flat list,
+# and a checked batch comes back as the COPY text of its good rows plus the problems found.
 
 
-class _PatientRows:
-    """Turns raw records into insert parameters; keeps the first line of each mrn seen.
+@dataclass
+class _Batch:
+    """Records of the roster, in file order: `fields` holds `width` values per record (the
+    roster's columns that are present, in PATIENT_COLUMNS order) and `duplicates` maps a record's
+    index in the batch to the line where its mrn first appeared."""
 
-    This runs once per row of million-row files, so it avoids per-row closures and caches the
-    parse of values that repeat (dates, languages); phone parsing dominates what remains."""
+    lines: list[int]
+    fields: list[str]
+    width: int
+    duplicates: dict[int, int]
 
-    def __init__(self, index: dict[str, int], region: str, today: dt.date, now: dt.datetime) -> None:
-        # Absent optional columns read position -1: the "" appended to every record.
-        self.positions = tuple(index.get(name, -1) for name in PATIENT_COLUMNS)
+
+@dataclass
+class _Checked:
+    """A checked batch: its good rows as COPY text (PostgreSQL) or as insert parameters."""
+
+    accepted: int
+    rejected: int
+    errors: list[RowError]
+    copy_text: str = ""
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _PatientCheck:
+    """Checks roster records; one lives in each helper process and one in the importing process.
+
+    This runs once per row of million-row files, so it avoids per-row closures and per-row
+    objects beyond one tuple of clean values, and caches the parse of values that repeat (dates,
+    languages); phone parsing dominates what remains. The duplicate-mrn check is not here: it
+    needs the whole file, so the reading process does it and hands the answer over (_Batch).
+    """
+
+    def __init__(
+        self, present: Sequence[str], region: str, today: dt.date, now: dt.datetime, *, copy: bool
+    ) -> None:
+        # Where each of PATIENT_COLUMNS sits in a record of `present` values; an absent optional
+        # column reads the "" appended after them.
+        self.positions = tuple(present.index(n) if n in present else len(present) for n in PATIENT_COLUMNS)
+        self.complete = len(present) == len(PATIENT_COLUMNS)
         self.region = region
         self.today = today
         self.now = now
-        self.seen: dict[str, int] = {}
+        self.copy = copy
         self.dates: dict[str, dt.date] = {}
         self.languages: dict[str, str] = {}
 
-    def parse(
-        self, line: int, fields: list[str], errors: list[RowError], parsed: Phone | str | None = None
-    ) -> dict[str, Any] | None:
-        """One roster record to a row, or None with its problems added to `errors`; `parsed` is the
-        phone already parsed in a helper process (a Phone, or the reason it is unusable)."""
-        fields.append("")
-        mrn, first_name, birth_raw, phone_raw, last_name, sex_raw, language_raw, zone_raw, postal_code = (
-            fields[at].strip() for at in self.positions
-        )
-        # A name is text a patient will read: a line break or a run of spaces typed into a cell
-        # must not reach a message.
-        first_name, last_name = " ".join(first_name.split()), " ".join(last_name.split())
-        bad: list[RowError] = []
-        if not mrn:
-            bad.append(RowError(line, "mrn", "", "missing mrn"))
-        elif len(mrn) > 64:
-            bad.append(RowError(line, "mrn", mrn, "too long (at most 64 characters)"))
-        else:
-            first = self.seen.setdefault(mrn, line)
-            if first != line:
-                bad.append(RowError(line, "mrn", mrn, f"duplicate mrn (first on line {first})"))
-        if not first_name:
-            bad.append(RowError(line, "first_name", "", "missing first_name"))
-        elif len(first_name) > 100:
-            bad.append(RowError(line, "first_name", first_name, "too long (at most 100 characters)"))
-        if len(last_name) > 100:
-            bad.append(RowError(line, "last_name", last_name, "too long (at most 100 characters)"))
-        birth_date = self.dates.get(birth_raw)
-        if birth_date is None:
-            if not birth_raw:
-                bad.append(RowError(line, "birth_date", "", "missing birth_date"))
-            else:
-                try:
-                    birth_date = self.dates[birth_raw] = _date(birth_raw, self.today)
-                except ValueError as exc:
-                    bad.append(RowError(line, "birth_date", birth_raw, str(exc)))
-        sex = _SEXES.get(sex_raw.lower())
-        if sex is None:
-            bad.append(RowError(line, "sex", sex_raw, "unknown sex; use female, male, other or unknown"))
-        checked = parsed if parsed is not None else _parse_phone_or_reason(phone_raw, self.region)
-        phone: Phone | None = None
-        if isinstance(checked, str):
-            bad.append(RowError(line, "phone", phone_raw, checked))
-        else:
-            phone = checked
-        language = self.languages.get(language_raw)
-        if language is None:
+    def check(self, batch: _Batch) -> _Checked:
+        errors: list[RowError] = []
+        good: list[tuple[str, ...]] = []
+        records: Iterable[tuple[str, ...]] = zip(*[iter(batch.fields)] * batch.width, strict=True)
+        if not self.complete:
+            pick = itemgetter(*self.positions)
+            records = (pick((*record, "")) for record in records)
+        duplicates = batch.duplicates
+        dates, languages, today, region = self.dates, self.languages, self.today, self.region
+        for at, (line, record) in enumerate(zip(batch.lines, records, strict=True)):
+            mrn, first_name, birth_raw, phone_raw, last_name, sex_raw, language_raw, zone_raw, postal_code = (
+                record
+            )
+            mrn = mrn.strip()
+            # A name is text a patient will read: a line break or a run of spaces typed into a cell
+            # must not reach a message.
+            first_name, last_name = " ".join(first_name.split()), " ".join(last_name.split())
+            bad: list[RowError] = []
+            if not mrn:
+                bad.append(RowError(line, "mrn", "", "missing mrn"))
+            elif len(mrn) > 64:
+                bad.append(RowError(line, "mrn", mrn, "too long (at most 64 characters)"))
+            elif duplicates and at in duplicates:
+                bad.append(RowError(line, "mrn", mrn, f"duplicate mrn (first on line {duplicates[at]})"))
+            if not first_name:
+                bad.append(RowError(line, "first_name", "", "missing first_name"))
+            elif len(first_name) > 100:
+                bad.append(RowError(line, "first_name", first_name, "too long (at most 100 characters)"))
+            if len(last_name) > 100:
+                bad.append(RowError(line, "last_name", last_name, "too long (at most 100 characters)"))
+            birth_raw = birth_raw.strip()
+            if birth_raw not in dates:
+                if not birth_raw:
+                    bad.append(RowError(line, "birth_date", "", "missing birth_date"))
+                else:
+                    try:
+                        dates[birth_raw] = _date(birth_raw, today)
+                    except ValueError as exc:
+                        bad.append(RowError(line, "birth_date", birth_raw, str(exc)))
+            sex_raw = sex_raw.strip()
+            sex = _SEXES.get(sex_raw.lower())
+            if sex is None:
+                bad.append(RowError(line, "sex", sex_raw, "unknown sex; use female, male, other or unknown"))
+            phone_raw = phone_raw.strip()
             try:
-                language = self.languages[language_raw] = _language(language_raw)
-            except ValueError as exc:
-                bad.append(RowError(line, "language", language_raw, str(exc)))
-        timezone = None
-        if zone_raw:
-            timezone = _zones().get(zone_raw.lower())
-            if timezone is None:
-                bad.append(RowError(line, "timezone", zone_raw, _BAD_ZONE))
-        if len(postal_code) > 16:
-            bad.append(RowError(line, "postal_code", postal_code, "too long (at most 16 characters)"))
-        if bad or phone is None:
-            errors.extend(bad)
-            return None
-        now = self.now
-        return {
-            "mrn": mrn,
-            "first_name": first_name,
-            "last_name": last_name or None,
-            "birth_date": birth_date,
-            "sex": sex,
-            "phone": phone.e164,
-            "phone_zones": phone.zones_text,
-            "language": language,
-            "timezone": timezone,
-            "postal_code": postal_code or None,
-            "active": True,
-            "created_at": now,
-            "updated_at": now,
+                phone: Phone | None = parse_phone(phone_raw, region)
+            except PhoneError as exc:
+                bad.append(RowError(line, "phone", phone_raw, str(exc)))
+                phone = None
+            language_raw = language_raw.strip()
+            language = languages.get(language_raw)
+            if language is None:
+                try:
+                    language = languages[language_raw] = _language(language_raw)
+                except ValueError as exc:
+                    bad.append(RowError(line, "language", language_raw, str(exc)))
+            zone_raw = zone_raw.strip()
+            timezone = ""
+            if zone_raw:
+                timezone = _zones().get(zone_raw.lower(), "")
+                if not timezone:
+                    bad.append(RowError(line, "timezone", zone_raw, _BAD_ZONE))
+            postal_code = postal_code.strip()
+            if len(postal_code) > 16:
+                bad.append(RowError(line, "postal_code", postal_code, "too long (at most 16 characters)"))
+            if bad or phone is None or sex is None or language is None:
+                errors.extend(bad)
+                continue
+            # In _STAGE_COLUMNS order; "" is NULL (only optional values can be empty). The birth
+            # date stays the text _date accepted: exactly YYYY-MM-DD, which PostgreSQL reads as is.
+            good.append(
+                (
+                    mrn,
+                    first_name,
+                    last_name,
+                    birth_raw,
+                    sex,
+                    phone.e164,
+                    " ".join(phone.zones),
+                    language,
+                    timezone,
+                    postal_code,
+                )
+            )
+        checked = _Checked(accepted=len(good), rejected=len(batch.lines) - len(good), errors=errors)
+        if self.copy:
+            checked.copy_text = _copy_text(good)
+        else:
+            checked.rows = [self._params(values) for values in good]
+        return checked
+
+    def _params(self, values: tuple[str, ...]) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            name: value or None for name, value in zip(_STAGE_COLUMNS, values, strict=True)
         }
+        row["birth_date"] = self.dates[values[3]]
+        row["active"] = True
+        row["created_at"] = row["updated_at"] = self.now
+        return row
+
+
+def _copy_text(rows: list[tuple[str, ...]]) -> str:
+    """Rows in COPY's text format (tab between values, a line per row, NULL as the empty string).
+
+    Checked once for the whole batch rather than per value: only free text (mrn, names, postal
+    code) can hold a backslash, tab, CR or newline, and then the counts give it away and the batch
+    is written again with those characters escaped."""
+    if not rows:
+        return ""
+    body = "\n".join(map("\t".join, rows)) + "\n"
+    tabs = (len(rows[0]) - 1) * len(rows)
+    if "\\" in body or "\r" in body or body.count("\t") != tabs or body.count("\n") != len(rows):
+        body = "\n".join("\t".join(value.translate(_COPY_ESCAPES) for value in row) for row in rows) + "\n"
+    return body
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _event_row(
@@ -282,65 +356,165 @@ def _event_row(
     return {"mrn": mrn, "kind": kind, "date": day, "code": code, "code_system": system}
 
 
-# --- phones in helper processes --------------------------------------------------------------
-# Parsing phone numbers is most of an import's CPU; a large roster parses them in other processes
-# while this one validates the rest and writes to the database.
+# --- checking in helper processes ------------------------------------------------------------
+# Checking rows (phone numbers above all) is most of an import's CPU; a large roster is checked in
+# other processes while this one reads the file and, on PostgreSQL, a thread of it loads the
+# checked batches, so reading, checking and loading overlap.
 
 PARALLEL_FROM_BYTES = 4 * 1024 * 1024
-_IN_FLIGHT = 4  # chunks submitted ahead: enough to keep every helper busy, bounded memory
+_IN_FLIGHT = 4  # batches between reading and loading: enough to keep every helper busy, bounded memory
+
+_HELPER_CHECK: _PatientCheck | None = None  # the checker of a helper process
 
 
-def _parse_phone_or_reason(raw: str, region: str) -> Phone | str:
-    try:
-        return parse_phone(raw.strip(), region)
-    except PhoneError as exc:
-        return str(exc)
+def _start_helper(check: _PatientCheck) -> None:
+    global _HELPER_CHECK
+    _HELPER_CHECK = check
 
 
-def _parse_phones(raws: list[str], region: str) -> list[Phone | str]:
-    return [_parse_phone_or_reason(raw, region) for raw in raws]
+def _check_in_helper(batch: _Batch) -> _Checked:
+    assert _HELPER_CHECK is not None
+    return _HELPER_CHECK.check(batch)
 
 
-def _phone_pool(path: Path) -> ProcessPoolExecutor | None:
-    """Worker processes for a large file on a machine with cores to spare; None otherwise."""
+def _helper_pool(path: Path, check: _PatientCheck) -> ProcessPoolExecutor | None:
+    """Helper processes for a large file on a machine with cores to spare; None otherwise."""
     cores = os.cpu_count() or 1
     if cores < 2 or path.stat().st_size < PARALLEL_FROM_BYTES:
         return None
-    # fork, not spawn: the helpers only run phonenumbers, and spawn would re-import the caller's
-    # __main__ (impossible for `python -`, slow for the CLI).
-    # One core stays with this process (validation, COPY) and the database; the rest parse phones.
-    return ProcessPoolExecutor(max_workers=min(cores - 1, 4), mp_context=multiprocessing.get_context("fork"))
+    # fork, not spawn: spawn would re-import the caller's __main__ (impossible for `python -`, slow
+    # for the CLI). One core stays with this process (reading, loading) and the database; on 2
+    # cores one helper beats two.
+    return ProcessPoolExecutor(
+        max_workers=min(cores - 1, 4),
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_start_helper,
+        initargs=(check,),
+    )
 
 
-def _chunks(records: Iterator[tuple[int, list[str]]], size: int) -> Iterator[list[tuple[int, list[str]]]]:
-    chunk: list[tuple[int, list[str]]] = []
-    for record in records:
-        chunk.append(record)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _batches(csvfile: CsvFile, present: Sequence[str], size: int) -> Iterator[_Batch]:
+    """The roster's records in batches, each repeated mrn marked with the line of its first
+    occurrence (remembered for every well-formed mrn, whether its row is valid or not)."""
+    pick = itemgetter(*(csvfile.index[name] for name in present))
+    at_mrn = csvfile.index["mrn"]
+    seen = _FirstLines()
+    lines: list[int] = []
+    values: list[str] = []
+    duplicates: dict[int, int] = {}
+    for line, fields in csvfile.records():
+        mrn = fields[at_mrn].strip()
+        if mrn and len(mrn) <= 64:
+            first = seen.first(mrn, line)
+            if first != line:
+                duplicates[len(lines)] = first
+        lines.append(line)
+        values += pick(fields)
+        if len(lines) >= size:
+            yield _Batch(lines, values, len(present), duplicates)
+            lines, values, duplicates = [], [], {}
+    if lines:
+        yield _Batch(lines, values, len(present), duplicates)
 
 
-def _with_phones(
-    chunks: Iterator[list[tuple[int, list[str]]]], column: int, region: str, pool: ProcessPoolExecutor | None
-) -> Iterator[tuple[list[tuple[int, list[str]]], list[Phone | str] | list[None]]]:
-    """Each chunk with its phones parsed, keeping a few chunks in flight in the pool."""
-    if pool is None:
-        for chunk in chunks:
-            yield chunk, [None] * len(chunk)
-        return
-    in_flight: deque[tuple[list[tuple[int, list[str]]], Future[list[Phone | str]]]] = deque()
-    for chunk in chunks:
-        raws = [fields[column] if column < len(fields) else "" for _, fields in chunk]
-        in_flight.append((chunk, pool.submit(_parse_phones, raws, region)))
+class _FirstLines:
+    """The line each mrn of the file first appeared on: the one check that needs the whole file.
+
+    A dict would cost ~120 bytes an mrn (the str, the int, the slot), 120 MB for a million-row
+    roster. This is an open-addressing hash table over arrays instead: each mrn's UTF-8 bytes are
+    appended to one bytearray, its hash, line and end offset to three arrays of machine integers,
+    and the table's slots hold entry numbers; about 45 bytes an mrn. A lookup compares the hash,
+    then the bytes, so mrns whose hashes collide are still told apart exactly.
+    """
+
+    def __init__(self, hasher: Callable[[str], int] = hash) -> None:
+        self._hash = hasher
+        self._slots = array("i", [0]) * 1024  # entry number + 1; 0 is a free slot
+        self._mask = len(self._slots) - 1
+        self._hashes = array("q")
+        self._lines = array("q")
+        self._ends = array("q")  # entry i's bytes are _data[_ends[i - 1]:_ends[i]]
+        self._data = bytearray()
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def first(self, mrn: str, line: int) -> int:
+        """The line `mrn` first appeared on; `line` itself, now remembered, when it is new."""
+        digest = self._hash(mrn)
+        slots, hashes, mask = self._slots, self._hashes, self._mask
+        at = digest & mask
+        key = None
+        while entry := slots[at]:
+            entry -= 1
+            if hashes[entry] == digest:
+                if key is None:
+                    key = mrn.encode("utf-8", "surrogatepass")
+                ends = self._ends
+                if self._data[ends[entry - 1] if entry else 0 : ends[entry]] == key:
+                    return self._lines[entry]
+            at = (at + 1) & mask
+        self._data += mrn.encode("utf-8", "surrogatepass") if key is None else key
+        self._ends.append(len(self._data))
+        hashes.append(digest)
+        self._lines.append(line)
+        slots[at] = len(hashes)
+        if 2 * len(hashes) > len(slots):  # at most half full, so probe runs stay short
+            self._grow()
+        return line
+
+    def _grow(self) -> None:
+        slots = array("i", [0]) * (2 * len(self._slots))
+        mask = len(slots) - 1
+        for entry, digest in enumerate(self._hashes, 1):
+            at = digest & mask
+            while slots[at]:
+                at = (at + 1) & mask
+            slots[at] = entry
+        self._slots, self._mask = slots, mask
+
+
+def _checked_in_order(batches: Iterator[_Batch], pool: ProcessPoolExecutor) -> Iterator[_Checked]:
+    """Each batch checked by the pool, in file order, a few batches in flight."""
+    in_flight: deque[Future[_Checked]] = deque()
+    for batch in batches:
+        in_flight.append(pool.submit(_check_in_helper, batch))
         if len(in_flight) > _IN_FLIGHT:
-            done, future = in_flight.popleft()
-            yield done, future.result()
+            yield in_flight.popleft().result()
     while in_flight:
-        done, future = in_flight.popleft()
-        yield done, future.result()
+        yield in_flight.popleft().result()
+
+
+def _load_in_parallel(batches: Iterator[_Batch], pool: ProcessPoolExecutor, writer: _PatientWriter) -> None:
+    """Read, check and load at once: the pool checks batches while one thread loads each checked
+    batch in file order (the database works in its own process, so the thread mostly waits and
+    leaves this one free to read). At most _IN_FLIGHT batches are past reading and not loaded."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roster-load") as loader:
+        pending: deque[Future[None]] = deque()
+        try:
+            for batch in batches:
+                checked = pool.submit(_check_in_helper, batch)
+                pending.append(loader.submit(_load_when_checked, writer, checked))
+                if len(pending) > _IN_FLIGHT:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+def _load_when_checked(writer: _PatientWriter, checked: Future[_Checked]) -> None:
+    # Once a batch fails nothing after it loads, as when batches load one after the other; the
+    # import then raises the first failure.
+    if writer.failed:
+        raise RuntimeError("not loaded: an earlier batch failed")
+    try:
+        writer.write(checked.result())
+    except BaseException:
+        writer.failed = True
+        raise
 
 
 # --- writing -----------------------------------------------------------------------------------
@@ -389,45 +563,57 @@ def _require_tables(engine: Engine, *names: str) -> None:
 
 
 class _PatientWriter:
-    """One upsert per batch. The UPDATE has a WHERE so identical rows are left alone (updated_at
-    does not move); inserted vs updated comes from `xmax = 0` on PostgreSQL, and on SQLite from a
-    pre-select made while holding the write lock (SQLite writers are serialized, so it is exact)."""
+    """One upsert per batch on one connection. The UPDATE has a WHERE so identical rows are left
+    alone (updated_at does not move); inserted vs updated comes from `xmax = 0` on PostgreSQL, and
+    on SQLite from a pre-select made while holding the write lock (SQLite writers are serialized,
+    so it is exact). Also adds up what the checked batches report."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, now: dt.datetime) -> None:
         self.engine = engine
+        self.now = now
         self.table: Table = Patient.__table__  # type: ignore[assignment]
-        self.sqlite = engine.dialect.name == "sqlite"
+        self.copy = engine.dialect.name == "postgresql"
+        if not self.copy:
+            self.stmt = self._executemany_upsert()
+        self.conn: Connection | None = None
+        self.failed = False
+        self.accepted = self.rejected = self.inserted = self.updated = 0
+        self.errors: list[RowError] = []
+
+    def _executemany_upsert(self) -> Any:
         table = self.table
-        stmt, self.params = _upsert_source(engine, table, _INSERT_COLUMNS)
+        stmt, _ = _upsert_source(self.engine, table, _INSERT_COLUMNS)
         excluded = stmt.excluded
         changed = or_(*(table.c[name].is_distinct_from(excluded[name]) for name in _DATA_COLUMNS))
         values = {name: excluded[name] for name in _DATA_COLUMNS}
         values["updated_at"] = excluded.updated_at
         stmt = stmt.on_conflict_do_update(index_elements=[table.c.mrn], set_=values, where=changed)
-        if self.sqlite:
-            self.stmt = stmt.returning(table.c.mrn)
-        else:
-            self.stmt = stmt.returning(table.c.mrn, literal_column("(xmax = 0)", Boolean))
-        self.inserted = 0
-        self.updated = 0
+        return stmt.returning(table.c.mrn)
 
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
+    def write(self, checked: _Checked) -> None:
+        self.accepted += checked.accepted
+        self.rejected += checked.rejected
+        self.errors.extend(checked.errors)
+        if not checked.accepted:
             return
-        with self.engine.connect() as conn:
-            if self.sqlite:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                existing = self._existing(conn, [row["mrn"] for row in rows])
-                touched = len(conn.execute(self.stmt, self.params(conn, rows)).all())
-                inserted = len(rows) - existing
-                self.inserted += inserted
-                self.updated += touched - inserted
-            else:
-                result = conn.execute(self.stmt, self.params(conn, rows)).all()
-                inserted = sum(1 for _mrn, fresh in result if fresh)
-                self.inserted += inserted
-                self.updated += len(result) - inserted
-            conn.commit()
+        if self.conn is None:
+            self.conn = self.engine.connect()
+            if self.copy:
+                self.conn.exec_driver_sql(_PG_STAGE)
+        conn = self.conn
+        if self.copy:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            with cursor.copy(_PG_COPY) as copy:
+                copy.write(checked.copy_text)
+            inserted, touched = conn.execute(_PG_UPSERT, {"now": self.now}).one()
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            existing = self._existing(conn, [row["mrn"] for row in checked.rows])
+            touched = len(conn.execute(self.stmt, checked.rows).all())
+            inserted = len(checked.rows) - existing
+        conn.commit()
+        self.inserted += inserted
+        self.updated += touched - inserted
 
     def _existing(self, conn: Connection, mrns: list[str]) -> int:
         count = 0
@@ -435,6 +621,35 @@ class _PatientWriter:
             chunk = mrns[start : start + _SELECT_CHUNK]
             count += len(conn.execute(select(self.table.c.mrn).where(self.table.c.mrn.in_(chunk))).all())
         return count
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+# PostgreSQL: each batch is COPYed as text into a temporary staging table (psycopg's COPY is the
+# fastest way in, several times a multi-row VALUES list or array parameters; text built in the
+# helper process costs this one almost nothing) and upserted from there in one statement that
+# returns only the two counts. The staging table lives as long as the connection and empties at
+# each commit; it holds only what the file gives, the statement adds active and the timestamps.
+_STAGE_COLUMNS = ("mrn", *_DATA_COLUMNS)
+_PG_STAGE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS patients_import ON COMMIT DELETE ROWS "
+    f"AS SELECT {', '.join(_STAGE_COLUMNS)} FROM patients WITH NO DATA"
+)
+_PG_COPY = f"COPY patients_import ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (NULL '')"
+_PG_UPSERT = text(
+    f"WITH upserted AS ("
+    f"INSERT INTO patients ({', '.join(_INSERT_COLUMNS)}) "
+    f"SELECT {', '.join(_STAGE_COLUMNS)}, true, CAST(:now AS timestamp), CAST(:now AS timestamp) "
+    f"FROM patients_import "
+    f"ON CONFLICT (mrn) DO UPDATE SET "
+    f"{', '.join(f'{name} = excluded.{name}' for name in (*_DATA_COLUMNS, 'updated_at'))} "
+    f"WHERE {' OR '.join(f'patients.{name} IS DISTINCT FROM excluded.{name}' for name in _DATA_COLUMNS)} "
+    f"RETURNING xmax = 0 AS fresh) "
+    f"SELECT count(*) FILTER (WHERE fresh), count(*) FROM upserted"
+)
 
 
 class _EventWriter:
@@ -489,28 +704,31 @@ def import_patients(
         path, PATIENT_REQUIRED, PATIENT_OPTIONAL, label="roster", progress=progress, errors=errors
     ) as csvfile:
         _require_tables(engine, "patients")
-        parser = _PatientRows(csvfile.index, settings.default_region, today, utcnow())
-        writer = _PatientWriter(engine)
-        accepted = rejected = 0
-        pool = _phone_pool(path)
+        present = [name for name in PATIENT_COLUMNS if name in csvfile.index]
+        now = utcnow()
+        writer = _PatientWriter(engine, now)
+        check = _PatientCheck(present, settings.default_region, today, now, copy=writer.copy)
+        batches = _batches(csvfile, present, batch_size)
+        pool = _helper_pool(path, check)
         try:
-            chunks = _chunks(csvfile.records(), batch_size)
-            for chunk, phones in _with_phones(chunks, csvfile.index["phone"], settings.default_region, pool):
-                batch = []
-                for (line, fields), parsed in zip(chunk, phones, strict=True):
-                    row = parser.parse(line, fields, errors, parsed)
-                    if row is None:
-                        rejected += 1
-                    else:
-                        batch.append(row)
-                writer.write(batch)
-                accepted += len(batch)
+            if pool is None:
+                for batch in batches:
+                    writer.write(check.check(batch))
+            elif writer.copy:
+                _load_in_parallel(batches, pool, writer)
+            else:
+                # SQLite works in this process anyway, and a connection made in another thread
+                # would not even see an in-memory database.
+                for checked in _checked_in_order(batches, pool):
+                    writer.write(checked)
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
+            writer.close()
+        errors.extend(writer.errors)
         return ImportResult(
-            accepted=accepted,
-            rejected=rejected + csvfile.rejected,
+            accepted=writer.accepted,
+            rejected=writer.rejected + csvfile.rejected,
             inserted=writer.inserted,
             updated=writer.updated,
             errors=sorted(errors, key=lambda e: e.line),

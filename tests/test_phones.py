@@ -7,7 +7,7 @@ import random
 import phonenumbers
 import pytest
 
-from outreach.phones import PhoneError, mask, parse_phone
+from outreach.phones import PhoneError, mask, parse_phone, region_and_type
 
 
 @pytest.mark.parametrize(
@@ -104,3 +104,33 @@ def test_fast_path_agrees_with_the_general_parser() -> None:
 def test_mask_keeps_only_country_code_and_last_two_digits() -> None:
     assert mask("+16175550123") == "+1********23"
     assert "555" not in mask("+16175550123")
+
+
+# Numbers of country codes several regions share, where finding the region is the hard part.
+SHARED_CODE_PREFIXES = (
+    "+1 242|+1 246|+1 268|+1 340|+1 345|+1 416|+1 441|+1 473|+1 604|+1 649|+1 670|+1 671|+1 684|"
+    "+1 721|+1 758|+1 787|+1 800|+1 809|+1 829|+1 868|+1 876|+1 900|+1 939|+7 7|+7 9|+44 1624|"
+    "+44 1481|+44 7|+39 06 698|+39 3|+47 79|+61 8 9164|+262 269|+262 639|+590 590|+599 9|+212 528|"
+    "+800|+882 13"
+)
+
+
+def test_region_and_type_in_one_pass_agree_with_the_library() -> None:
+    """parse_phone finds region and type in one pass over the metadata; the answers must be the
+    library's own, including country codes shared by several regions (+1, +7, +44, +262, +599...)."""
+    rng = random.Random(11)
+    numbers = []
+    for _ in range(1500):
+        area = rng.randint(200, 999)
+        numbers.append(f"+1 {area} {rng.randint(200, 999)} {rng.randint(0, 9999):04d}")
+    for prefix in SHARED_CODE_PREFIXES.split("|"):
+        for _ in range(40):
+            digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(4, 9)))
+            numbers.append(f"{prefix} {digits}")
+    for raw in numbers:
+        try:
+            number = phonenumbers.parse(raw, "US")
+        except phonenumbers.NumberParseException:
+            continue
+        expected = (phonenumbers.region_code_for_number(number), phonenumbers.number_type(number))
+        assert region_and_type(number) == expected, raw

@@ -525,19 +525,33 @@ def test_whitespace_inside_names_is_collapsed(engine: Engine, tmp_path: Path) ->
         assert (patient.first_name, patient.last_name) == ("Mary Ann", "de la Cruz")
 
 
-def test_large_files_parse_phones_in_helper_processes_with_the_same_result(
+def test_large_files_are_checked_in_helper_processes_with_the_same_result(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from outreach import roster
 
-    rows = ["mrn,first_name,birth_date,phone"]
-    rows += [f"M{i},Ann,1970-01-01,(617) 555-{i:04d}" for i in range(1200)]
-    rows[301] = "M300,Ann,1970-01-01,555-283-2805"  # line 302: a number that does not exist
+    rows = ["mrn,first_name,birth_date,phone,postal_code"]
+    rows += [f"M{i},Ann,1970-01-01,(617) 555-{i:04d},{i:05d}" for i in range(1200)]
+    rows[301] = "M300,Ann,1970-01-01,555-283-2805,"  # line 302: a number that does not exist
+    rows[950] = "M3,Ann,1970-01-01,(617) 555-0003,"  # line 951: M3 is on line 5
+    rows[1100] = "M1099,,1970-02-30,(617) 555-1099,"  # line 1101: no first name, no such day
     path = tmp_path / "big.csv"
     path.write_text("\n".join(rows) + "\n")
     monkeypatch.setattr(roster, "PARALLEL_FROM_BYTES", 0)
     result = import_patients(engine, path, batch_size=100)
-    assert (result.accepted, result.rejected, result.inserted) == (1199, 1, 1199)
-    assert [(e.line, e.column, e.value) for e in result.errors] == [(302, "phone", "555-283-2805")]
+    assert (result.accepted, result.rejected, result.inserted) == (1197, 3, 1197)
+    assert [(e.line, e.column, e.value) for e in result.errors] == [
+        (302, "phone", "555-283-2805"),
+        (951, "mrn", "M3"),
+        (1101, "first_name", ""),
+        (1101, "birth_date", "1970-02-30"),
+    ]
     with session_scope(engine) as s:
         assert s.scalar(select(Patient.phone).where(Patient.mrn == "M1199")) == "+16175551199"
+        assert s.scalar(select(Patient.postal_code).where(Patient.mrn == "M1199")) == "01199"
+
+    # The same file checked in this process finds every row already stored as it would store it.
+    monkeypatch.setattr(roster, "PARALLEL_FROM_BYTES", 1 << 40)
+    again = import_patients(engine, path, batch_size=100)
+    assert (again.accepted, again.rejected, again.inserted, again.updated) == (1197, 3, 0, 0)
+    assert again.errors == result.errors
