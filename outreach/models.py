@@ -93,7 +93,8 @@ class Patient(Base):
     sex: Mapped[str] = mapped_column(String(10))
     phone: Mapped[str] = mapped_column(String(20), index=True)
     # Zones the number's area code spans (space separated), used when `timezone` is unknown.
-    phone_zones: Mapped[str | None] = mapped_column(String(200))
+    # Text: a valid +7 number spans 16 zones (228 characters).
+    phone_zones: Mapped[str | None] = mapped_column(Text)
     language: Mapped[str] = mapped_column(String(10), default="en")
     timezone: Mapped[str | None] = mapped_column(String(64))
     postal_code: Mapped[str | None] = mapped_column(String(16))

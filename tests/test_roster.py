@@ -555,3 +555,14 @@ def test_large_files_are_checked_in_helper_processes_with_the_same_result(
     again = import_patients(engine, path, batch_size=100)
     assert (again.accepted, again.rejected, again.inserted, again.updated) == (1197, 3, 0, 0)
     assert again.errors == result.errors
+
+
+def test_a_number_spanning_many_time_zones_loads_with_all_of_them(engine: Engine, tmp_path: Path) -> None:
+    """A valid +7 mobile spans Russia's and Kazakhstan's zones (16, over 200 characters): stored
+    whole, on PostgreSQL as on SQLite, rather than failing the import."""
+    path = _write(tmp_path / "roster.csv", [HEADER, "R1,Ivan,Petrov,1970-05-05,M,+7 912 345 67 89,ru,,"])
+    result = import_patients(engine, path, today=TODAY)
+    assert (result.accepted, result.rejected) == (1, 0)
+    zones = _patients(engine)["R1"].phone_zones or ""
+    assert len(zones.split()) > 10 and len(zones) > 200
+    assert "Europe/Moscow" in zones.split()

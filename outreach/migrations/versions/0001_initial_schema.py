@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 10:53:32.566510
+Create Date: 2026-11-23 13:59:53.983973
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def upgrade() -> None:
         sa.Column("birth_date", sa.Date(), nullable=False),
         sa.Column("sex", sa.String(length=10), nullable=False),
         sa.Column("phone", sa.String(length=20), nullable=False),
-        sa.Column("phone_zones", sa.String(length=200), nullable=True),
+        sa.Column("phone_zones", sa.Text(), nullable=True),
         sa.Column("language", sa.String(length=10), nullable=False),
         sa.Column("timezone", sa.String(length=64), nullable=True),
         sa.Column("postal_code", sa.String(length=16), nullable=True),
