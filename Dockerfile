@@ -23,4 +23,4 @@ ENV OUTREACH_CAMPAIGNS_DIR=/app/campaigns
 
 USER outreach
 EXPOSE 8000
-CMD ["outreach", "web", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["outreach", "web", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]

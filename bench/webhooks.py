@@ -35,7 +35,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight at once")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep-log", type=Path, metavar="DIR", help="copy the server's log here")
+    parser.add_argument(
+        "--no-access-log",
+        action="store_true",
+        help="run `outreach web --no-access-log` (default: as shipped, access log on)",
+    )
     args = parser.parse_args(argv)
 
     broker = redis.Redis.from_url(args.broker_url)
@@ -185,10 +190,15 @@ def run(
     with tempfile.TemporaryDirectory(prefix="bench-web-") as tmp:
         log_path = Path(tmp) / "web.log"
         env = _server_env(url, public, args.broker_url)
-        with _server(workers, port, env, log_path) as pid:
-            cpu_before = _tree_cpu(pid)
+        extra = ["--no-access-log"] if args.no_access_log else []
+        with _server(workers, port, env, log_path, extra) as pid:
+            cpu_before, pg_before, machine_before = _tree_cpu(pid), _postgres_cpu(), _machine_cpu()
             tally, elapsed, client_cpu = asyncio.run(load(public, jobs, args.concurrency, args.seconds))
             server_cpu = _tree_cpu(pid) - cpu_before
+            postgres_cpu = _postgres_cpu() - pg_before
+            machine_busy, machine_total, steal = (
+                a - b for a, b in zip(_machine_cpu(), machine_before, strict=True)
+            )
             server_errors = _count_errors(log_path)
         if args.keep_log:
             args.keep_log.mkdir(parents=True, exist_ok=True)
@@ -200,6 +210,7 @@ def run(
     ordered = sorted(tally.latencies_ms)
     return {
         "workers": workers,
+        "access_log": not args.no_access_log,
         "patients": args.patients,
         "seed_seconds": round(seed_s, 2),
         "concurrency": args.concurrency,
@@ -222,6 +233,16 @@ def run(
         "server_cpu_s": round(server_cpu, 2),
         "server_cpu_ms_per_request": round(server_cpu * 1000 / done, 2) if done else None,
         "load_generator_cpu_s": round(client_cpu, 2),
+        "load_generator_cpu_ms_per_request": round(client_cpu * 1000 / done, 2) if done else None,
+        "postgres_cpu_s": round(postgres_cpu, 2),  # every postgres process: run under the machine lock
+        # Shares of the machine's CPU time during the run (all cores): who used the two cores.
+        "cpu_share": {
+            "server": _share(server_cpu, machine_total),
+            "load_generator": _share(client_cpu, machine_total),
+            "postgres": _share(postgres_cpu, machine_total),
+            "machine_busy": _share(machine_busy, machine_total),
+            "stolen_by_the_hypervisor": _share(steal, machine_total),  # a noisy neighbour
+        },
         "load_average_1m": round(os.getloadavg()[0], 2),
         "accounted": checks,
     }
@@ -471,10 +492,10 @@ def _server_env(url: str, public: str, broker_url: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _server(workers: int, port: int, env: dict[str, str], log_path: Path) -> Iterator[int]:
+def _server(workers: int, port: int, env: dict[str, str], log_path: Path, extra: list[str]) -> Iterator[int]:
     """`outreach web` as an operator starts it; ready when /healthz answers 200."""
     outreach = Path(sys.executable).with_name("outreach")
-    command = [str(outreach), "web", "--port", str(port), "--workers", str(workers)]
+    command = [str(outreach), "web", "--port", str(port), "--workers", str(workers), *extra]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -510,20 +531,46 @@ def _wait_healthy(port: int, process: subprocess.Popen[bytes], log_path: Path) -
     raise SystemExit(f"outreach web not healthy after 60 s:\n{log_path.read_text()[-2000:]}")
 
 
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and its children (uvicorn's workers)."""
+def _cpu_where(wanted: Callable[[int, str, list[str]], bool]) -> float:
+    """CPU seconds (user + system) used so far by the processes `wanted(pid, name, fields)` picks,
+    from /proc/<pid>/stat (`fields` are those after the command name)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            head, _, rest = (entry / "stat").read_text().rpartition(")")
         except OSError:
             continue  # exited meanwhile
-        if int(entry.name) == pid or int(fields[1]) == pid:
+        fields = rest.split()
+        if wanted(int(entry.name), head.partition("(")[2], fields):
             total += (int(fields[11]) + int(fields[12])) / ticks
     return total
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its children (uvicorn's workers)."""
+    return _cpu_where(lambda found, _name, fields: found == pid or int(fields[1]) == pid)
+
+
+def _postgres_cpu() -> float:
+    """CPU seconds used so far by every process named postgres (the server and its backends)."""
+    return _cpu_where(lambda _pid, name, _fields: name == "postgres")
+
+
+def _machine_cpu() -> tuple[float, float, float]:
+    """(busy, total, stolen) CPU seconds of the whole machine so far, all cores (/proc/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    values += [0] * (8 - len(values))
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already inside user time
+    return (total - idle - values[7]) / ticks, total / ticks, values[7] / ticks
+
+
+def _share(part: float, whole: float) -> float | None:
+    return round(part / whole, 3) if whole > 0 else None
 
 
 def _count_errors(log_path: Path) -> int:

@@ -10,12 +10,28 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    DateTime,
+    String,
+    and_,
+    bindparam,
+    exists,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from outreach import db
 from outreach.models import PENDING_STATUSES, AuditEntry, Message, MessageStatus, PhoneConsent
 from outreach.phones import mask
 
@@ -43,8 +59,54 @@ def number_opted_out(phone: ColumnElement[str] | QueryableAttribute[str]) -> Col
     return exists().where(PhoneConsent.phone == phone, opted_out())
 
 
+def in_constants(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+    """`column IN ('a', 'b')` with the values written into the SQL, for fixed sets of our own
+    status names: a list of bound values is expanded into parameters on every execution, which
+    costs a prebuilt hot-path statement more than its round trip."""
+    names = [str(value) for value in values]
+    assert all(_SQL_NAME.fullmatch(name) for name in names), names
+    return column.in_([literal_column(f"'{name}'") for name in names])  # type: ignore[no-any-return]
+
+
+_SQL_NAME = re.compile(r"[a-z_]+")
+_PHONE = bindparam("number", type_=String())
+_AT = bindparam("at", type_=DateTime())
+_IS_OPTED_OUT = select(PhoneConsent.phone).where(PhoneConsent.phone == _PHONE, opted_out())
+# Opt out unless already out; RETURNING yields a row exactly when this statement changed the
+# number's state, so "was it already out?" needs no SELECT first and cannot race.
+_OPT_OUT = {
+    name: dialect.insert(PhoneConsent)
+    .values(phone=_PHONE, opted_out_at=_AT, opted_out_by=bindparam("by"), updated_at=_AT)
+    .on_conflict_do_update(
+        index_elements=["phone"],
+        set_={"opted_out_at": _AT, "opted_out_by": bindparam("by"), "updated_at": _AT},
+        where=~opted_out(),
+    )
+    .returning(PhoneConsent.phone)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_OPT_IN = (
+    update(PhoneConsent)
+    .where(PhoneConsent.phone == _PHONE, opted_out())
+    .values(opted_in_at=_AT, opted_in_by=bindparam("by"), updated_at=_AT)
+)
+_CANCEL_PENDING = (
+    update(Message)
+    .where(Message.phone == _PHONE, in_constants(Message.status, PENDING_STATUSES))
+    .values(status=MessageStatus.canceled, canceled_at=_AT, cancel_reason=bindparam("reason"), updated_at=_AT)
+)
+_AUDIT = insert(AuditEntry)
+
+
+def connection(session: Session) -> Connection:
+    """The session's connection for prebuilt Core statements, after flushing pending ORM changes
+    (as `Session.execute` would autoflush) so the statements see them and do not race them."""
+    session.flush()
+    return session.connection()
+
+
 def is_opted_out(session: Session, phone: str) -> bool:
-    found = session.scalar(select(PhoneConsent.phone).where(PhoneConsent.phone == phone, opted_out()))
+    found = connection(session).scalar(_IS_OPTED_OUT, {"number": phone})
     return found is not None
 
 
@@ -56,50 +118,34 @@ def record_opt_out(
     Pending messages are canceled even when the number was already opted out, so a row planned by a
     racing scheduler cannot slip through; the first opt-out's time and keyword are kept.
     """
-    was_out = is_opted_out(session, phone)
-    stmt = db.insert_for(session, PhoneConsent).values(
-        phone=phone, opted_out_at=at, opted_out_by=by[:100], updated_at=at
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["phone"],
-        set_={"opted_out_at": at, "opted_out_by": by[:100], "updated_at": at},
-        where=~opted_out(),
-    )
-    session.execute(stmt)
+    conn = connection(session)
+    params = {"number": phone, "at": at, "by": by[:100]}
+    changed = conn.execute(_OPT_OUT[conn.dialect.name], params).first() is not None
     canceled = cancel_pending(session, phone, at=at)
-    if not was_out:
-        session.add(
-            AuditEntry(
-                at=at, actor=actor, action="opt_out", subject=phone, detail=f"by {by}; canceled {canceled}"
-            )
+    if changed:
+        detail = f"by {by}; canceled {canceled}"
+        conn.execute(
+            _AUDIT, {"at": at, "actor": actor, "action": "opt_out", "subject": phone, "detail": detail}
         )
         log.info("number %s opted out by %s; %s pending messages canceled", mask(phone), by, canceled)
-    return ConsentChange(changed=not was_out, canceled=canceled)
+    return ConsentChange(changed=changed, canceled=canceled)
 
 
 def record_opt_in(
     session: Session, phone: str, *, by: str, at: dt.datetime, actor: str = "patient"
 ) -> ConsentChange:
     """Clear an opt-out; a number that is not opted out is left untouched (nothing to undo)."""
-    result = session.execute(
-        update(PhoneConsent)
-        .where(PhoneConsent.phone == phone, opted_out())
-        .values(opted_in_at=at, opted_in_by=by[:100], updated_at=at)
-        .execution_options(synchronize_session=False)
-    )
-    changed = bool(result.rowcount)  # type: ignore[attr-defined]
+    conn = connection(session)
+    changed = bool(conn.execute(_OPT_IN, {"number": phone, "at": at, "by": by[:100]}).rowcount)
     if changed:
-        session.add(AuditEntry(at=at, actor=actor, action="opt_in", subject=phone, detail=f"by {by}"))
+        conn.execute(
+            _AUDIT, {"at": at, "actor": actor, "action": "opt_in", "subject": phone, "detail": f"by {by}"}
+        )
         log.info("number %s opted back in by %s", mask(phone), by)
     return ConsentChange(changed=changed)
 
 
 def cancel_pending(session: Session, phone: str, *, at: dt.datetime, reason: str = CANCEL_REASON) -> int:
     """Cancel every planned or queued message to the number at once; returns how many."""
-    result = session.execute(
-        update(Message)
-        .where(Message.phone == phone, Message.status.in_(PENDING_STATUSES))
-        .values(status=MessageStatus.canceled, canceled_at=at, cancel_reason=reason, updated_at=at)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    result = connection(session).execute(_CANCEL_PENDING, {"number": phone, "at": at, "reason": reason})
+    return int(result.rowcount)

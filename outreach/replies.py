@@ -29,13 +29,29 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import phonenumbers
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    String,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal_column,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from twilio.twiml.messaging_response import MessagingResponse
 
-from outreach import consent, db
+from outreach import consent
 from outreach.campaigns import CampaignFile, ReplyRule, render
 from outreach.config import Settings
 from outreach.errors import UserError
@@ -48,6 +64,7 @@ from outreach.models import (
     MessageKind,
     MessageStatus,
     Patient,
+    PhoneConsent,
 )
 from outreach.phones import mask
 from outreach.segments import count_segments
@@ -184,6 +201,10 @@ _SENT_LIKE = (
     MessageStatus.undelivered,
 )
 _WORD = re.compile(r"[^\W_]+")
+# A North American number in E.164, as Twilio sends nearly every webhook number: area code and
+# exchange never start with 0 or 1, so it is possible and already in its E.164 form.
+_EMPTY_TWIML = str(MessagingResponse())  # most replies are answered through the outbox, or not at all
+_NANP_E164 = re.compile(r"\+1[2-9][0-9]{2}[2-9][0-9]{6}\Z")
 
 
 class InboundError(ValueError):
@@ -249,22 +270,40 @@ class InboundResult:
     reply: str | None = None  # answered in the webhook response (TwiML) when set
 
     def twiml(self) -> str:
+        if not self.reply:
+            return _EMPTY_TWIML
         response = MessagingResponse()
-        if self.reply:
-            response.message(self.reply)
+        response.message(self.reply)
         return str(response)
+
+
+@dataclass(frozen=True)
+class _Person:
+    """What a reply needs of a patient (plain values: no ORM identity to keep in step)."""
+
+    id: int
+    first_name: str
+    language: str
+
+
+@dataclass(frozen=True)
+class _Enrolled:
+    id: int
+    patient_id: int
+    campaign_id: str
+    language: str
 
 
 @dataclass(frozen=True)
 class _Context:
     phone: str
-    patients: tuple[Patient, ...]
-    enrollment: Enrollment | None
+    patients: tuple[_Person, ...]
+    enrollment: _Enrolled | None
     campaign: CampaignFile | None
     opted_out: bool
 
     @property
-    def patient(self) -> Patient | None:
+    def patient(self) -> _Person | None:
         """The reply's patient: the enrollment's, else the only one on the number (shared: unknown)."""
         if self.enrollment is not None:
             return next((p for p in self.patients if p.id == self.enrollment.patient_id), None)
@@ -276,6 +315,34 @@ class _Context:
             return self.enrollment.language
         patient = self.patient or (self.patients[0] if self.patients else None)
         return patient.language if patient is not None else "en"
+
+
+@dataclass(frozen=True)
+class InboundFields:
+    """A reply's fields, checked: what `store_inbound` needs from Twilio's form."""
+
+    sid: str
+    phone: str  # E.164 of the sender
+    to: str
+    body: str
+    idempotency_token: str | None = None
+
+
+def parse_inbound(
+    form: Mapping[str, str], *, region: str, idempotency_token: str | None = None
+) -> InboundFields:
+    """Check an inbound webhook's fields without touching the database; InboundError if unusable."""
+    sid = (form.get("MessageSid") or form.get("SmsMessageSid") or "").strip()
+    if not sid:
+        raise InboundError("missing MessageSid")
+    if len(sid) > 64:
+        raise InboundError("MessageSid is longer than 64 characters")
+    if idempotency_token is not None and len(idempotency_token) > 200:
+        raise InboundError("I-Twilio-Idempotency-Token is longer than 200 characters")
+    phone = webhook_number(form.get("From"), region, "From", required=True)
+    assert phone is not None
+    to = webhook_number(form.get("To"), region, "To", required=False) or ""
+    return InboundFields(sid, phone, to, form.get("Body") or "", idempotency_token)
 
 
 def handle_inbound(
@@ -291,19 +358,25 @@ def handle_inbound(
 
     Raises InboundError for unusable fields. The caller commits, then dispatches `answer_ids`.
     """
-    sid = (form.get("MessageSid") or form.get("SmsMessageSid") or "").strip()
-    if not sid:
-        raise InboundError("missing MessageSid")
-    if len(sid) > 64:
-        raise InboundError("MessageSid is longer than 64 characters")
-    if idempotency_token is not None and len(idempotency_token) > 200:
-        raise InboundError("I-Twilio-Idempotency-Token is longer than 200 characters")
-    phone = webhook_number(form.get("From"), settings.default_region, "From", required=True)
-    assert phone is not None
-    to = webhook_number(form.get("To"), settings.default_region, "To", required=False) or ""
-    body = form.get("Body") or ""
+    fields = parse_inbound(form, region=settings.default_region, idempotency_token=idempotency_token)
+    return store_inbound(session, fields, settings=settings, campaigns=campaigns, now=now)
 
-    ctx = _context(session, phone, campaigns)
+
+def store_inbound(
+    session: Session,
+    fields: InboundFields,
+    *,
+    settings: Settings,
+    campaigns: Mapping[str, CampaignFile],
+    now: dt.datetime,
+) -> InboundResult:
+    """Store and act on one checked reply in the caller's transaction (see `handle_inbound`)."""
+    sid, phone, body = fields.sid, fields.phone, fields.body
+    # Every statement here is built once at import (below) and runs on the session's connection:
+    # a reply is a handful of round trips with no ORM unit of work and no per-call SQL building.
+    conn = consent.connection(session)
+    dialect = conn.dialect.name
+    ctx = _context(conn, phone, campaigns)
     text = normalize(body)
     kind, detail, rule = _classify(text, ctx)
     patient = ctx.patient
@@ -311,21 +384,19 @@ def handle_inbound(
     enrollment_id = ctx.enrollment.id if ctx.enrollment else None
     # One statement stores the reply or finds it already stored (same MessageSid or idempotency
     # token, earlier or racing): no SELECT first, no SAVEPOINT around the INSERT.
-    inbound_id = session.scalar(
-        db.insert_for(session, InboundMessage)
-        .values(
-            provider_sid=sid,
-            idempotency_token=idempotency_token,
-            from_phone=phone,
-            to_phone=to,
-            body=body,
-            received_at=now,
-            patient_id=patient_id,
-            enrollment_id=enrollment_id,
-            classification=kind,
-        )
-        .on_conflict_do_nothing()
-        .returning(InboundMessage.id)
+    inbound_id = conn.scalar(
+        _STORE_INBOUND[dialect],
+        {
+            "provider_sid": sid,
+            "idempotency_token": fields.idempotency_token,
+            "from_phone": phone,
+            "to_phone": fields.to,
+            "body": body,
+            "received_at": now,
+            "patient_id": patient_id,
+            "enrollment_id": enrollment_id,
+            "classification": kind.value,
+        },
     )
     if inbound_id is None:
         return InboundResult(duplicate=True)
@@ -342,22 +413,20 @@ def handle_inbound(
     answer_here = not settings.twilio_advanced_opt_out
 
     if kind is Kind.opt_out:
-        result.canceled = consent.record_opt_out(session, phone, by=detail, at=now).canceled
+        change = consent.record_opt_out(session, phone, by=detail, at=now)
+        result.canceled = change.canceled
         if answer_here:
             result.reply = _builtin(STOP_TEXT, ctx.language, first_name, settings)
     else:
         if kind is Kind.opt_in:
             consent.record_opt_in(session, phone, by=detail, at=now)
             if answer_here:
-                _answer(
-                    session, result, sid, ctx, _builtin(START_TEXT, ctx.language, first_name, settings), now
-                )
+                _answer(conn, result, sid, ctx, _builtin(START_TEXT, ctx.language, first_name, settings), now)
         elif kind is Kind.help:
             if answer_here:
                 result.reply = _builtin(HELP_TEXT, ctx.language, first_name, settings)
         elif kind is Kind.keyword:
             assert rule is not None and ctx.campaign is not None and ctx.enrollment is not None
-            _record_outcome(session, ctx.enrollment.id, rule.outcome, now)
             result.outcome = rule.outcome
             unanswered = False
             if rule.answer and not ctx.opted_out:
@@ -369,49 +438,105 @@ def handle_inbound(
                     log.error("answer to %s not queued: %s", sid, exc)
                     unanswered = True
                 else:
-                    _answer(session, result, sid, ctx, answer, now)
+                    _answer(conn, result, sid, ctx, answer, now)
             if rule.handoff or unanswered:
-                result.handoff_id = _handoff(
-                    session, inbound_id, patient_id, enrollment_id, rule.outcome, now
-                )
+                result.handoff_id = _handoff(conn, inbound_id, patient_id, enrollment_id, rule.outcome, now)
         else:
-            result.handoff_id = _handoff(session, inbound_id, patient_id, enrollment_id, kind, now)
+            result.handoff_id = _handoff(conn, inbound_id, patient_id, enrollment_id, kind, now)
         if ctx.enrollment is not None:
-            result.activated = _activate(session, ctx.enrollment, inbound_id, result.outcome or kind, now)
+            result.activated = _activate(conn, ctx.enrollment, inbound_id, result.outcome, kind, now)
 
-    log.info(
-        "inbound %s from %s: %s%s",
-        sid,
-        mask(phone),
-        kind,
-        f" (enrollment {ctx.enrollment.id})" if ctx.enrollment else " (no enrollment)",
-    )
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "inbound %s from %s: %s%s",
+            sid,
+            mask(phone),
+            kind,
+            f" (enrollment {ctx.enrollment.id})" if ctx.enrollment else " (no enrollment)",
+        )
     return result
+
+
+def _on_conflict_do_nothing(model: type[Any], **target: Any) -> dict[str, Any]:
+    """`INSERT … ON CONFLICT DO NOTHING RETURNING id` for `model`, by dialect name."""
+    return {
+        name: dialect.insert(model).on_conflict_do_nothing(**target).returning(model.id)
+        for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+    }
+
+
+_NOW = bindparam("now", type_=DateTime())
+_PHONE = bindparam("phone", type_=String())
+
+# The enrollment of the latest outreach message that went to the number: what a reply answers.
+_LATEST = (
+    select(Enrollment.id, Enrollment.patient_id, Enrollment.campaign_id, Enrollment.language)
+    .join(Message, Message.enrollment_id == Enrollment.id)
+    .where(
+        Message.phone == _PHONE,
+        Message.kind == MessageKind.outreach,
+        consent.in_constants(Message.status, _SENT_LIKE),
+    )
+    .order_by(func.coalesce(Message.sent_at, Message.sending_at).desc().nulls_last(), Message.id.desc())
+    .limit(1)
+)
+_LATEST_CTE = _LATEST.cte("latest")
+# Everything a reply is classified with, in one round trip: rows tagged "e" (the enrollment it
+# answers), "p" (the patients on the number, and the enrollment's patient) and "o" (the number is
+# opted out).
+_CONTEXT = union_all(
+    select(
+        literal_column("'e'"),
+        _LATEST_CTE.c.id,
+        _LATEST_CTE.c.patient_id,
+        _LATEST_CTE.c.campaign_id,
+        _LATEST_CTE.c.language,
+        null(),
+    ),
+    select(
+        literal_column("'p'"), Patient.id, null(), Patient.first_name, Patient.language, Patient.phone
+    ).where(or_(Patient.phone == _PHONE, Patient.id.in_(select(_LATEST_CTE.c.patient_id)))),
+    select(literal_column("'o'"), null(), null(), null(), null(), null())
+    .select_from(PhoneConsent)
+    .where(PhoneConsent.phone == _PHONE, consent.opted_out()),
+)
+_STORE_INBOUND = _on_conflict_do_nothing(InboundMessage)
+_QUEUE_ANSWER = _on_conflict_do_nothing(Message)  # the (enrollment, step) key: once per reply
+_STORE_ACTIVATION = _on_conflict_do_nothing(Activation, index_elements=["patient_id", "campaign_id"])
+_OPEN_HANDOFF = insert(Handoff).returning(Handoff.id)
+_ENROLLMENT = Enrollment.id == bindparam("enrollment_id")
+_MARK_REPLIED = (
+    update(Enrollment).where(_ENROLLMENT).values(replied_at=func.coalesce(Enrollment.replied_at, _NOW))
+)
+# Latest keyword reply wins; a reply older than the recorded outcome (out of order) does not.
+_NEWER_OUTCOME = or_(Enrollment.outcome_at.is_(None), Enrollment.outcome_at <= _NOW)
+_MARK_REPLIED_WITH_OUTCOME = _MARK_REPLIED.values(
+    outcome=case((_NEWER_OUTCOME, bindparam("new_outcome", type_=String())), else_=Enrollment.outcome),
+    outcome_at=case((_NEWER_OUTCOME, _NOW), else_=Enrollment.outcome_at),
+)
 
 
 def latest_enrollment_id(session: Session, phone: str) -> int | None:
     """The enrollment of the latest outreach message that went to `phone`: what a reply answers."""
-    return session.scalar(
-        select(Message.enrollment_id)
-        .where(
-            Message.phone == phone,
-            Message.kind == MessageKind.outreach,
-            Message.enrollment_id.is_not(None),
-            Message.status.in_(_SENT_LIKE),
-        )
-        .order_by(func.coalesce(Message.sent_at, Message.sending_at).desc().nulls_last(), Message.id.desc())
-        .limit(1)
-    )
+    row = consent.connection(session).execute(_LATEST, {"phone": phone}).first()
+    return int(row.id) if row is not None else None
 
 
-def _context(session: Session, phone: str, campaigns: Mapping[str, CampaignFile]) -> _Context:
-    patients = tuple(session.scalars(select(Patient).where(Patient.phone == phone).order_by(Patient.id)))
-    enrollment_id = latest_enrollment_id(session, phone)
-    enrollment = session.get(Enrollment, enrollment_id) if enrollment_id is not None else None
+def _context(conn: Connection, phone: str, campaigns: Mapping[str, CampaignFile]) -> _Context:
+    enrollment: _Enrolled | None = None
+    found: list[tuple[bool, _Person]] = []
+    opted_out = False
+    for tag, id_, patient_id, text_a, text_b, text_c in conn.execute(_CONTEXT, {"phone": phone}):
+        if tag == "e":
+            enrollment = _Enrolled(id_, patient_id, text_a, text_b)
+        elif tag == "p":
+            found.append((text_c != phone, _Person(id_, text_a, text_b)))
+        else:
+            opted_out = True
+    # The number's own patients by id, then the enrollment's patient if it is not one of them.
+    patients = tuple(person for _other, person in sorted(found, key=lambda f: (f[0], f[1].id)))
     campaign = campaigns.get(enrollment.campaign_id) if enrollment is not None else None
-    if enrollment is not None and not any(p.id == enrollment.patient_id for p in patients):
-        patients += tuple(session.scalars(select(Patient).where(Patient.id == enrollment.patient_id)))
-    return _Context(phone, patients, enrollment, campaign, consent.is_opted_out(session, phone))
+    return _Context(phone, patients, enrollment, campaign, opted_out)
 
 
 def _classify(text: Normalized, ctx: _Context) -> tuple[Kind, str, ReplyRule | None]:
@@ -435,88 +560,84 @@ def _builtin(texts: Mapping[str, str], language: str, first_name: str, settings:
 
 
 def _answer(
-    session: Session, result: InboundResult, sid: str, ctx: _Context, body: str, now: dt.datetime
+    conn: Connection, result: InboundResult, sid: str, ctx: _Context, body: str, now: dt.datetime
 ) -> None:
-    """Queue an answer in the outbox; `answer:{MessageSid}` makes it once per inbound message."""
-    step_id = f"answer:{sid}"
-    exists = session.scalar(select(Message.id).where(Message.step_id == step_id, Message.phone == ctx.phone))
-    if exists is not None:
-        return
-    message = Message(
-        enrollment_id=ctx.enrollment.id if ctx.enrollment else None,
-        step_id=step_id,
-        kind=MessageKind.answer,
-        phone=ctx.phone,
-        body=body,
-        segments=count_segments(body).segments,
-        status=MessageStatus.queued,
-        send_at=now,
-        planned_at=now,
-        queued_at=now,
-        updated_at=now,
-    )
-    session.add(message)
-    session.flush()
-    result.answer_ids.append(message.id)
+    """Queue an answer in the outbox; `answer:{MessageSid}` makes it once per inbound message.
 
-
-def _record_outcome(session: Session, enrollment_id: int, outcome: str, now: dt.datetime) -> None:
-    """Latest keyword reply wins; a reply older than the recorded outcome (out of order) does not."""
-    session.execute(
-        update(Enrollment)
-        .where(
-            Enrollment.id == enrollment_id,
-            or_(Enrollment.outcome_at.is_(None), Enrollment.outcome_at <= now),
-        )
-        .values(outcome=outcome, outcome_at=now)
-        .execution_options(synchronize_session=False)
+    The reply's own row was stored by this transaction (a replayed MessageSid never gets here), so
+    no earlier answer to it can exist; the outbox's (enrollment, step) key refuses one all the same.
+    """
+    answer_id = conn.scalar(
+        _QUEUE_ANSWER[conn.dialect.name],
+        {
+            "enrollment_id": ctx.enrollment.id if ctx.enrollment else None,
+            "step_id": f"answer:{sid}",
+            "kind": MessageKind.answer.value,
+            "phone": ctx.phone,
+            "body": body,
+            "segments": count_segments(body).segments,
+            "status": MessageStatus.queued.value,
+            "send_at": now,
+            "planned_at": now,
+            "queued_at": now,
+            "updated_at": now,
+        },
     )
+    if answer_id is not None:
+        result.answer_ids.append(answer_id)
 
 
 def _handoff(
-    session: Session,
+    conn: Connection,
     inbound_id: int,
     patient_id: int | None,
     enrollment_id: int | None,
     reason: str,
     now: dt.datetime,
 ) -> int:
-    return session.execute(
-        insert(Handoff)
-        .values(
-            inbound_id=inbound_id,
-            patient_id=patient_id,
-            enrollment_id=enrollment_id,
-            reason=reason[:64],
-            status="open",
-            opened_at=now,
-        )
-        .returning(Handoff.id)
-    ).scalar_one()
+    handoff_id = conn.scalar(
+        _OPEN_HANDOFF,
+        {
+            "inbound_id": inbound_id,
+            "patient_id": patient_id,
+            "enrollment_id": enrollment_id,
+            "reason": reason[:64],
+            "status": "open",
+            "opened_at": now,
+        },
+    )
+    assert handoff_id is not None
+    return int(handoff_id)
 
 
-def _activate(session: Session, enrollment: Enrollment, inbound_id: int, how: str, now: dt.datetime) -> bool:
-    """First reply wins, atomically (ON CONFLICT DO NOTHING); also marks the enrollment replied."""
-    session.execute(
-        update(Enrollment)
-        .where(Enrollment.id == enrollment.id, Enrollment.replied_at.is_(None))
-        .values(replied_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    stmt = (
-        db.insert_for(session, Activation)
-        .values(
-            patient_id=enrollment.patient_id,
-            campaign_id=enrollment.campaign_id,
-            enrollment_id=enrollment.id,
-            inbound_id=inbound_id,
-            activated_at=now,
-            how=how[:64],
+def _activate(
+    conn: Connection,
+    enrollment: _Enrolled,
+    inbound_id: int,
+    outcome: str | None,
+    kind: Kind,
+    now: dt.datetime,
+) -> bool:
+    """Mark the enrollment replied (and record a keyword's outcome) in one UPDATE; the first reply
+    activates it, atomically (ON CONFLICT DO NOTHING)."""
+    if outcome is None:
+        conn.execute(_MARK_REPLIED, {"enrollment_id": enrollment.id, "now": now})
+    else:
+        conn.execute(
+            _MARK_REPLIED_WITH_OUTCOME, {"enrollment_id": enrollment.id, "now": now, "new_outcome": outcome}
         )
-        .on_conflict_do_nothing(index_elements=["patient_id", "campaign_id"])
-        .returning(Activation.id)
+    activation_id = conn.scalar(
+        _STORE_ACTIVATION[conn.dialect.name],
+        {
+            "patient_id": enrollment.patient_id,
+            "campaign_id": enrollment.campaign_id,
+            "enrollment_id": enrollment.id,
+            "inbound_id": inbound_id,
+            "activated_at": now,
+            "how": (outcome or kind)[:64],
+        },
     )
-    return session.scalar(stmt) is not None
+    return activation_id is not None
 
 
 def webhook_number(raw: str | None, region: str, name: str, *, required: bool) -> str | None:
@@ -530,6 +651,8 @@ def webhook_number(raw: str | None, region: str, name: str, *, required: bool) -
         if required:
             raise InboundError(f"missing {name}")
         return None
+    if _NANP_E164.match(text):
+        return text  # what phonenumbers would return for it, for a fraction of the CPU
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:

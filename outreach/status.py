@@ -20,7 +20,7 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import DateTime, Integer, String, Text, Update, bindparam, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from outreach import consent
@@ -171,38 +171,53 @@ def _advance(
 ) -> str | None:
     """Move the row forward (status, else just provider_status); its phone if it moved, else None.
 
-    Each step is one conditional UPDATE, so concurrent callbacks cannot move a row backwards.
+    One conditional UPDATE, so concurrent callbacks cannot move a row backwards.
     """
+    params = {"sid": sid, "at": at, "code": error_code, "reason": error_message}
+    phone = consent.connection(session).scalar(_ADVANCE[status], params)
+    return str(phone) if phone is not None else None
+
+
+def _advance_statement(status: str) -> Update:
+    """The UPDATE for callback `status`, built once: it moves our status forward when the row's
+    ranks lower (stamping the moment once), and otherwise refines only what the provider said, and
+    only forward (the sender marks `sent` when Twilio accepts, so a `sent` callback usually finds
+    our status already there). Both branches are one statement: CASE keeps a column as it was
+    where only the provider status moves."""
     target, rank = _CALLBACK[status]
-    if target is not None:
-        values: dict[str, Any] = {"status": target, "provider_status": status, "updated_at": at}
-        if target is MessageStatus.sending:
-            values["sending_at"] = func.coalesce(Message.sending_at, at)
-        elif target is MessageStatus.sent:
-            values["sent_at"] = func.coalesce(Message.sent_at, at)
-        elif target is MessageStatus.delivered:
-            values["delivered_at"] = func.coalesce(Message.delivered_at, at)
-        else:
-            values |= {"failed_at": func.coalesce(Message.failed_at, at), "error_code": error_code}
-            values["error_message"] = error_message
-        phone = _update(session, sid, Message.status.in_([s for s, r in RANK.items() if r < rank]), values)
-        if phone is not None:
-            return phone
-    # Our status is already there (the sender marks `sent` when Twilio accepts): refine only what
-    # the provider said, and only forward.
-    lower = [name for name, r in _PROVIDER_RANK.items() if r < _PROVIDER_RANK[status]]
-    condition = Message.provider_status.is_(None) | Message.provider_status.in_(lower)
-    return _update(session, sid, condition, {"provider_status": status, "updated_at": at})
+    provider_behind = Message.provider_status.is_(None) | consent.in_constants(
+        Message.provider_status, [name for name, r in _PROVIDER_RANK.items() if r < _PROVIDER_RANK[status]]
+    )
+    at = bindparam("at", type_=DateTime())
+    values: dict[str, Any] = {"provider_status": status, "updated_at": at}
+    if target is None:
+        condition = provider_behind
+    else:
+        behind = consent.in_constants(Message.status, [s for s, r in RANK.items() if r < rank])
+        condition = behind | provider_behind
 
+        def forward(column: Any, value: Any) -> Any:
+            return case((behind, value), else_=column)
 
-def _update(session: Session, sid: str, condition: ColumnElement[bool], values: dict[str, Any]) -> str | None:
-    # Core execution: the ORM's bulk-update path costs more Python than the round trip itself.
-    return session.connection().scalar(
+        values["status"] = forward(Message.status, literal(target.value, String()))
+        stamp = {
+            MessageStatus.sending: Message.sending_at,
+            MessageStatus.sent: Message.sent_at,
+            MessageStatus.delivered: Message.delivered_at,
+        }.get(target, Message.failed_at)
+        values[stamp.key] = forward(stamp, func.coalesce(stamp, at))
+        if stamp is Message.failed_at:
+            values["error_code"] = forward(Message.error_code, bindparam("code", type_=Integer()))
+            values["error_message"] = forward(Message.error_message, bindparam("reason", type_=Text()))
+    return (
         update(Message)
-        .where(Message.provider_sid == sid, condition)
-        .values(**values)
+        .where(Message.provider_sid == bindparam("sid", type_=String()), condition)
+        .values(values)
         .returning(Message.phone)
     )
+
+
+_ADVANCE: dict[str, Update] = {status: _advance_statement(status) for status in _CALLBACK}
 
 
 def _keep_unmatched(

@@ -74,7 +74,7 @@ def test_compose_has_the_services_health_checks_and_start_order() -> None:
         assert depends["redis"] == {"condition": "service_healthy"}, name
 
     web = SERVICES["web"]
-    assert web["command"] == ["outreach", "web", "--host", "0.0.0.0", "--port", "8000"]
+    assert web["command"] == ["outreach", "web", "--host", "0.0.0.0", "--port", "8000", "--workers", "2"]
     assert "http://127.0.0.1:8000/healthz" in " ".join(web["healthcheck"]["test"])
     worker = SERVICES["worker"]
     assert worker["command"][:4] == ["celery", "-A", "workers", "worker"]

@@ -143,6 +143,28 @@ def test_queued_after_sent_only_ever_refines_provider_status_forward(session: Se
     assert (row.status, row.provider_status) == ("sent", "sent")
 
 
+def test_a_failure_callback_behind_our_own_failure_only_moves_the_provider_status(session: Session) -> None:
+    """Our status and the provider's move separately in one UPDATE: the part already there stays."""
+    message_id = _sent_message(session)
+    session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(status=MessageStatus.failed, failed_at=_at(1), error_code=30007, error_message="filtered")
+    )
+
+    assert apply_status(session, SID, "undelivered", 30003, _at(2)) is Outcome.applied
+
+    row = _row(session, message_id)
+    assert (row.status, row.provider_status, row.failed_at, row.error_code, row.error_message) == (
+        "failed",
+        "undelivered",
+        _at(1),
+        30007,
+        "filtered",
+    )
+    assert row.updated_at == _at(2)
+
+
 def test_an_unknown_status_value_is_ignored(session: Session) -> None:
     message_id = _sent_message(session)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
@@ -10,8 +12,10 @@ from click.testing import CliRunner
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from twilio.request_validator import RequestValidator
 
 from outreach import consent
@@ -20,8 +24,9 @@ from outreach.cli import main
 from outreach.config import Settings, get_settings
 from outreach.db import engine_for, session_scope
 from outreach.errors import UserError
-from outreach.models import InboundMessage, Message, MessageKind, MessageStatus
+from outreach.models import AuditEntry, InboundMessage, Message, MessageKind, MessageStatus
 from outreach.web.app import create_app
+from outreach.web.commits import GroupCommit
 from tests.factories import seed_invite
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -156,6 +161,46 @@ def test_a_bad_or_missing_signature_is_refused_and_nothing_is_stored(
     assert response.status_code == 403
     assert "X-Twilio-Signature" in response.json()["detail"]
     assert stored(engine) == 0 and not opted_out(engine)
+
+
+def test_the_url_with_its_default_port_is_accepted_as_twilio_may_sign_it(
+    client: TestClient, engine: Engine
+) -> None:
+    form = inbound_form("hello")
+
+    response = post(client, "/twilio/inbound", form, signature=sign(PUBLIC + ":443/twilio/inbound", form))
+
+    assert response.status_code == 200 and stored(engine) == 1
+
+
+def test_a_repeated_field_is_signed_with_every_value(client: TestClient, engine: Engine) -> None:
+    """Twilio signs each value of a repeated field; the last one is the field's value."""
+    url = PUBLIC + "/twilio/inbound"
+    form = inbound_form("hello")
+    body = "&".join(f"{k}={v}" for k, v in form.items()).replace("+", "%2B") + "&Body=again"
+    signature = str(RequestValidator(TOKEN).compute_signature(url, {**form, "Body": "again"}))
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature}
+
+    refused = client.post("/twilio/inbound", content=body, headers=headers)
+    assert refused.status_code == 403 and stored(engine) == 0
+
+    validator = RequestValidator(TOKEN)
+    both = validator.compute_signature(url, _MultiForm([*form.items(), ("Body", "again")]))
+    response = client.post("/twilio/inbound", content=body, headers={**headers, "X-Twilio-Signature": both})
+    assert response.status_code == 200
+    with session_scope(engine) as session:
+        assert session.scalars(select(InboundMessage.body)).one() == "again"
+
+
+class _MultiForm(dict[str, str]):
+    """The shape Twilio's validator reads repeated fields from (`getlist`)."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__(pairs)
+        self._pairs = pairs
+
+    def getlist(self, name: str) -> list[str]:
+        return [value for key, value in self._pairs if key == name]
 
 
 def test_a_status_callback_needs_a_signature_too(client: TestClient, engine: Engine) -> None:
@@ -321,6 +366,91 @@ def test_a_failing_dispatch_leaves_the_answer_queued_for_the_sweeper(
             session.scalars(select(Message.status).where(Message.kind == MessageKind.answer)).one()
             == "queued"
         )
+
+
+# --- serving: the framework's routes and group commit ------------------------------------------------
+
+
+def test_under_a_mount_the_webhooks_go_through_the_documented_routes_with_the_same_checks(
+    make_client: AppFactory, engine: Engine
+) -> None:
+    """Under a root_path the fast path steps aside; the FastAPI routes run the same handlers."""
+    outer = TestClient(Starlette(routes=[Mount("/hooks", app=make_client().app)]))
+    form = inbound_form("STOP")
+    url = PUBLIC + "/hooks/twilio/inbound"
+    headers = {"X-Twilio-Signature": sign(url, form)}
+
+    forged = outer.post("/hooks/twilio/inbound", data=form, headers={"X-Twilio-Signature": "forged"})
+    assert (forged.status_code, stored(engine)) == (403, 0)
+    assert forged.json() == {"detail": "X-Twilio-Signature does not match this request"}
+
+    response = outer.post("/hooks/twilio/inbound", data=form, headers=headers)
+    assert response.status_code == 200 and "You are unsubscribed" in response.text
+    assert stored(engine) == 1 and opted_out(engine)
+
+
+def test_webhooks_waiting_together_share_one_transaction(engine: Engine) -> None:
+    commits = GroupCommit(engine, threads=1)
+    started, gate = threading.Event(), threading.Event()
+
+    def first(session: Session) -> Session:
+        started.set()
+        gate.wait(timeout=30)  # holds the only thread while the others queue up
+        return session
+
+    async def scenario() -> list[Session]:
+        loop = asyncio.get_running_loop()
+        head = asyncio.ensure_future(commits.run(first))
+        await loop.run_in_executor(None, started.wait)
+        rest = [asyncio.ensure_future(commits.run(lambda session: session)) for _ in range(5)]
+        await asyncio.sleep(0)  # let them queue before the gate opens
+        gate.set()
+        return [await head, *await asyncio.gather(*rest)]
+
+    sessions = asyncio.run(scenario())
+
+    assert sessions[0] is not sessions[1]
+    assert all(session is sessions[1] for session in sessions[1:])
+
+
+def test_a_failing_webhook_in_a_batch_fails_alone_and_the_others_are_stored_once(engine: Engine) -> None:
+    commits = GroupCommit(engine, threads=1)
+    started, gate = threading.Event(), threading.Event()
+
+    def audit(subject: str) -> Callable[[Session], str]:
+        def work(session: Session) -> str:
+            session.execute(insert(AuditEntry).values(at=NOW, actor="t", action="test", subject=subject))
+            return subject
+
+        return work
+
+    def broken(session: Session) -> str:
+        audit("broken")(session)
+        raise RuntimeError("this request's bug")
+
+    def hold(session: Session) -> str:
+        started.set()
+        gate.wait(timeout=30)
+        return "held"
+
+    async def scenario() -> list[object]:
+        loop = asyncio.get_running_loop()
+        head = asyncio.ensure_future(commits.run(hold))
+        await loop.run_in_executor(None, started.wait)
+        batch = [asyncio.ensure_future(commits.run(w)) for w in (audit("a"), broken, audit("b"))]
+        await asyncio.sleep(0)
+        gate.set()
+        return [await head, *await asyncio.gather(*batch, return_exceptions=True)]
+
+    results = asyncio.run(scenario())
+
+    assert results[:2] == ["held", "a"] and results[3] == "b"
+    assert isinstance(results[2], RuntimeError)
+    with session_scope(engine) as session:
+        assert sorted(session.scalars(select(AuditEntry.subject).where(AuditEntry.action == "test"))) == [
+            "a",
+            "b",
+        ]
 
 
 # --- health ---------------------------------------------------------------------------------------

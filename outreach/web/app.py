@@ -1,31 +1,48 @@
 """The web service Twilio talks to: inbound replies, status callbacks, and a health check.
 
-Webhooks answer within milliseconds: they store what arrived and decide, in one short transaction;
-anything slow (sending an answer) goes through the outbox and the injected `dispatch` after the
-commit. With no dispatch the answers stay `queued` and the sweeper picks them up.
+Webhooks answer within milliseconds: they store what arrived and decide in a short transaction,
+shared with the other webhooks that arrived meanwhile (outreach/web/commits.py), and answer only
+after it is committed; anything slow (sending an answer) goes through the outbox and the injected
+`dispatch` after the commit. With no dispatch the answers stay `queued` and the sweeper picks them up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
-from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.concurrency import run_in_threadpool
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings, get_settings
-from outreach.db import engine_for, session_scope
+from outreach.db import engine_for
 from outreach.errors import UserError
 from outreach.models import utcnow
-from outreach.web.security import FORM_TYPE, MAX_BODY, SIGNATURE_HEADER, signed_form
+from outreach.replies import InboundError, InboundFields, parse_inbound, store_inbound, webhook_number
+from outreach.status import apply_status
+from outreach.web.commits import GroupCommit
+from outreach.web.security import (
+    FORM_TYPE,
+    MAX_BODY,
+    SIGNATURE_HEADER,
+    Disconnected,
+    Rejected,
+    Signer,
+    header,
+    read_body,
+    signed_form,
+)
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Dispatch = Callable[[Sequence[int]], None]
 Clock = Callable[[], dt.datetime]
@@ -109,6 +126,39 @@ _REJECTIONS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class WebhookAPI(FastAPI):
+    """The FastAPI app, serving its two webhook routes directly on the hot path.
+
+    Status callbacks and replies are nearly all of the traffic, and the framework's per-request
+    layers (middleware stack, routing, dependency solving, a thread hand-off) cost more CPU than the
+    webhook's own work. A POST to exactly one of `fast_paths` therefore goes straight to its raw
+    ASGI handler; everything else (health, the OpenAPI document, other methods, a path under a
+    mount's root_path) goes through FastAPI, whose webhook routes document the operations and call
+    the very same handlers. Middleware added to this app does not see the fast-path requests.
+    """
+
+    fast_paths: dict[str, ASGIApp]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            handler = self.fast_paths.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+class _Delegate(Response):
+    """A route's response that hands the request to a raw ASGI handler (body not read yet)."""
+
+    def __init__(self, handler: ASGIApp) -> None:
+        super().__init__()
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handler(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -117,7 +167,7 @@ def create_app(
     campaigns: Mapping[str, CampaignFile] | None = None,
     broker_check: Callable[[], object] | None = None,
     clock: Clock = utcnow,
-) -> FastAPI:
+) -> WebhookAPI:
     """Build the app; a setting it cannot work without is a UserError naming the variable.
 
     `campaigns` defaults to the files in OUTREACH_CAMPAIGNS_DIR, read once here (restart to reload);
@@ -138,13 +188,14 @@ def create_app(
         from outreach.campaigns import load_campaigns
 
         campaigns = load_campaigns(settings.campaigns_dir)
-    known: Mapping[str, CampaignFile] = campaigns
+    hooks = _Webhooks(settings, Signer(auth_token, public_url), GroupCommit(db), campaigns, dispatch, clock)
 
-    app = FastAPI(
+    app = WebhookAPI(
         title="outreach webhooks",
         description="Twilio webhooks (inbound replies, status callbacks) and a health check.",
         version="1",
     )
+    app.fast_paths = {"/twilio/inbound": hooks.inbound, "/twilio/status": hooks.status}
 
     @app.post(
         "/twilio/inbound",
@@ -157,24 +208,7 @@ def create_app(
         openapi_extra=_INBOUND_FORM,
     )
     async def inbound(request: Request) -> Response:
-        form = await signed_form(request, auth_token=auth_token, public_url=public_url)
-        token = request.headers.get(IDEMPOTENCY_HEADER)
-        twiml = await run_in_threadpool(_inbound, form, token)
-        return Response(content=twiml, media_type="application/xml")
-
-    def _inbound(form: Mapping[str, str], token: str | None) -> str:
-        from outreach.replies import InboundError, handle_inbound
-
-        try:
-            with session_scope(db) as session:
-                result = handle_inbound(
-                    session, form, settings=settings, campaigns=known, now=clock(), idempotency_token=token
-                )
-        except InboundError as exc:
-            raise HTTPException(400, str(exc)) from None
-        if dispatch is not None and result.answer_ids:
-            _dispatch(dispatch, result.answer_ids)
-        return result.twiml()
+        return _Delegate(hooks.inbound)
 
     @app.post(
         "/twilio/status",
@@ -185,35 +219,7 @@ def create_app(
         openapi_extra=_STATUS_FORM,
     )
     async def status_callback(request: Request) -> Response:
-        form = await signed_form(request, auth_token=auth_token, public_url=public_url)
-        await run_in_threadpool(_status, form)
-        return Response(status_code=204)
-
-    def _status(form: Mapping[str, str]) -> None:
-        from outreach.replies import webhook_number
-        from outreach.status import apply_status
-
-        sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
-        state = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip()
-        if not sid or len(sid) > 64:
-            raise HTTPException(400, "missing MessageSid" if not sid else "MessageSid over 64 characters")
-        if not state:
-            raise HTTPException(400, "missing MessageStatus")
-        raw_code = (form.get("ErrorCode") or "").strip()
-        if raw_code and not (raw_code.isascii() and raw_code.isdigit() and len(raw_code) <= 9):
-            raise HTTPException(400, "ErrorCode is not a number")
-        to = webhook_number(form.get("To"), settings.default_region, "To", required=False)
-        message = (form.get("ErrorMessage") or "").strip()[:500] or None
-        with session_scope(db) as session:
-            apply_status(
-                session,
-                sid,
-                state,
-                int(raw_code) if raw_code else None,
-                clock(),
-                error_message=message,
-                to=to,
-            )
+        return _Delegate(hooks.status)
 
     @app.get(
         "/healthz",
@@ -230,6 +236,117 @@ def create_app(
         return JSONResponse(report, status_code=200 if healthy else 503)
 
     return app
+
+
+class _Webhooks:
+    """The two webhooks as raw ASGI handlers: size limit, signature, fields, then the database.
+
+    Fields are checked on the event loop (a 400 never reaches the database); the database work runs
+    in the group-commit thread and the answer goes out only after its transaction is committed.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        signer: Signer,
+        commits: GroupCommit,
+        campaigns: Mapping[str, CampaignFile],
+        dispatch: Dispatch | None,
+        clock: Clock,
+    ) -> None:
+        self._settings = settings
+        self._signer = signer
+        self._commits = commits
+        self._campaigns = campaigns
+        self._dispatch = dispatch
+        self._clock = clock
+
+    async def inbound(self, scope: Scope, receive: Receive, send: Send) -> None:
+        def parse(form: Mapping[str, str]) -> InboundFields:
+            raw_token = header(scope, _IDEMPOTENCY_KEY)
+            token = raw_token.decode("latin-1") if raw_token is not None else None
+            return parse_inbound(form, region=self._settings.default_region, idempotency_token=token)
+
+        fields = await self._accept(scope, receive, send, parse)
+        if fields is None:
+            return
+        now = self._clock()
+        result = await self._commits.run(
+            lambda session: store_inbound(
+                session, fields, settings=self._settings, campaigns=self._campaigns, now=now
+            )
+        )
+        if self._dispatch is not None and result.answer_ids:
+            # Blocking (the broker's client): off the event loop, after the commit, before the answer.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, _dispatch, self._dispatch, result.answer_ids)
+        await _respond(send, 200, result.twiml().encode(), _XML)
+
+    async def status(self, scope: Scope, receive: Receive, send: Send) -> None:
+        region = self._settings.default_region
+        callback = await self._accept(scope, receive, send, lambda form: _status_fields(form, region))
+        if callback is None:
+            return
+        sid, state, code, message, to = callback
+        now = self._clock()
+        await self._commits.run(
+            lambda session: apply_status(session, sid, state, code, now, error_message=message, to=to)
+        )
+        await _respond(send, 204, b"", None)
+
+    async def _accept(
+        self, scope: Scope, receive: Receive, send: Send, parse: Callable[[Mapping[str, str]], T]
+    ) -> T | None:
+        """The request's fields once its size, signature and fields pass; None when it was refused
+        (answered here) or the client went away."""
+        try:
+            return parse(signed_form(scope, await read_body(scope, receive), self._signer))
+        except InboundError as exc:
+            await _reject(scope, send, Rejected(400, str(exc)))
+        except Rejected as exc:
+            await _reject(scope, send, exc)
+        except Disconnected:
+            pass
+        return None
+
+
+def _status_fields(
+    form: Mapping[str, str], region: str
+) -> tuple[str, str, int | None, str | None, str | None]:
+    """(MessageSid, MessageStatus, ErrorCode, ErrorMessage, To) of a status callback, or InboundError."""
+    sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
+    state = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip()
+    if not sid or len(sid) > 64:
+        raise InboundError("missing MessageSid" if not sid else "MessageSid over 64 characters")
+    if not state:
+        raise InboundError("missing MessageStatus")
+    raw_code = (form.get("ErrorCode") or "").strip()
+    if raw_code and not (raw_code.isascii() and raw_code.isdigit() and len(raw_code) <= 9):
+        raise InboundError("ErrorCode is not a number")
+    to = webhook_number(form.get("To"), region, "To", required=False)
+    message = (form.get("ErrorMessage") or "").strip()[:500] or None
+    return sid, state, int(raw_code) if raw_code else None, message, to
+
+
+_XML = b"application/xml"
+_JSON = b"application/json"
+_IDEMPOTENCY_KEY = IDEMPOTENCY_HEADER.lower().encode()
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes | None) -> None:
+    headers = [] if content_type is None else [(b"content-type", content_type)]
+    if status != 204:
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _reject(scope: Scope, send: Send, exc: Rejected) -> None:
+    """The same answer FastAPI gives an HTTPException: {"detail": "..."} as compact JSON; logged,
+    since a run of refusals usually means a wrong OUTREACH_PUBLIC_URL or auth token."""
+    log.warning("%s refused with %s: %s", scope["path"], exc.status, exc.detail)
+    body = json.dumps({"detail": exc.detail}, ensure_ascii=False, separators=(",", ":")).encode()
+    await _respond(send, exc.status, body, _JSON)
 
 
 def _required(value: str | None, name: str, why: str) -> str:

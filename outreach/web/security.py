@@ -3,61 +3,127 @@
 Nothing about a request is trusted, parsed into the database or even fully read before these
 checks pass: a body over the limit is refused from its Content-Length or as soon as the bytes read
 exceed it, and a missing or wrong X-Twilio-Signature is refused before any field is looked at.
+
+The checks work on the raw ASGI request (scope, receive), not on a framework's request object: the
+webhooks are the service's hot path, and they are served without the framework's per-request layers
+(see outreach/web/app.py).
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
+import base64
+import hmac
+from collections.abc import Mapping
+from hashlib import sha1
+from typing import Any
+from urllib.parse import parse_qsl, urlparse
 
-from fastapi import HTTPException, Request
-from starlette.datastructures import ImmutableMultiDict
-from twilio.request_validator import RequestValidator
+from starlette.types import Receive, Scope
+from twilio.request_validator import add_port, remove_port
 
 MAX_BODY = 64 * 1024
 SIGNATURE_HEADER = "X-Twilio-Signature"
 FORM_TYPE = "application/x-www-form-urlencoded"
 
-
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    """The request body, refusing (413) anything over `limit` without buffering it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise HTTPException(400, "Content-Length is not a number")
-        if int(declared) > limit:
-            raise HTTPException(413, f"request body over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"request body over {limit} bytes")
-    return bytes(body)
+_SIGNATURE_KEY = SIGNATURE_HEADER.lower().encode()
 
 
-def webhook_url(public_url: str, request: Request) -> str:
-    """The URL Twilio signed: our public address, not whatever host a proxy forwarded to us."""
-    query = request.url.query
-    return public_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
+class Rejected(Exception):
+    """A request refused with `status` and a one-line `detail` (answered as {"detail": ...})."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
 
 
-async def signed_form(request: Request, *, auth_token: str, public_url: str) -> ImmutableMultiDict[str, str]:
-    """Read, size-check and signature-check a form-encoded Twilio webhook; its fields on success.
+class Disconnected(Exception):
+    """The client went away before its body arrived: there is no one to answer."""
 
-    413 for a body over MAX_BODY, 403 for a missing or wrong signature, 400 when a correctly signed
-    request is not form-encoded (Twilio always form-encodes these webhooks).
+
+class Signer:
+    """Twilio's request signature for our public URL: base64 HMAC-SHA1, keyed by the auth token, of
+    the URL Twilio called followed by every form field name and value, sorted.
+
+    The same algorithm as `twilio.request_validator.RequestValidator.validate` (form posts, SHA1),
+    accepting the URL with and without its default port as that validator does, because Twilio is
+    not consistent about it. The key's HMAC state and the two URL forms are prepared once instead of
+    per request.
     """
-    body = await read_body(request)
-    is_form = request.headers.get("content-type", "").split(";")[0].strip().lower() == FORM_TYPE
+
+    def __init__(self, auth_token: str, public_url: str) -> None:
+        self._mac = hmac.new(auth_token.encode("utf-8"), digestmod=sha1)
+        parsed = urlparse(public_url.rstrip("/"))
+        self._bases = tuple(dict.fromkeys((remove_port(parsed), add_port(parsed))))
+
+    def valid(self, url_tail: str, fields: Mapping[str, list[str]], signature: bytes) -> bool:
+        """Whether `signature` signs our public URL + `url_tail` (path and query) and `fields`."""
+        payload = "".join(name + value for name in sorted(fields) for value in sorted(set(fields[name])))
+        for base in self._bases:
+            mac = self._mac.copy()
+            mac.update((base + url_tail + payload).encode("utf-8"))
+            if hmac.compare_digest(base64.b64encode(mac.digest()), signature):
+                return True
+        return False
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """A request header's raw value (`name` in lower case, as ASGI servers deliver names)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def url_tail(scope: Scope) -> str:
+    """Path and query of the request as the URL Twilio signed (escaped as Starlette's URL does)."""
+    path = str(scope["path"]).replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+    query = bytes(scope.get("query_string", b"")).decode()
+    return f"{path}?{query}" if query else path
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int = MAX_BODY) -> bytes:
+    """The request body, refusing (413) anything over `limit` without buffering it all."""
+    declared = header(scope, b"content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():  # bytes.isdigit: ASCII digits only
+            raise Rejected(400, "Content-Length is not a number")
+        if int(declared) > limit:
+            raise Rejected(413, f"request body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message: Any = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise Rejected(413, f"request body over {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def signed_form(scope: Scope, body: bytes, signer: Signer) -> dict[str, str]:
+    """Signature-check a form-encoded Twilio webhook; its fields (last value of a repeated one).
+
+    403 for a missing or wrong signature, 400 when a correctly signed request is not form-encoded
+    (Twilio always form-encodes these webhooks) or a field holds a NUL byte (PostgreSQL refuses it).
+    """
+    content_type = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+    is_form = content_type == FORM_TYPE.encode()
     pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if is_form else []
-    form: ImmutableMultiDict[str, str] = ImmutableMultiDict(pairs)
-    signature = request.headers.get(SIGNATURE_HEADER)
+    signature = header(scope, _SIGNATURE_KEY)
     if not signature:
-        raise HTTPException(403, f"missing {SIGNATURE_HEADER}")
-    # The validator reads repeated fields through `getlist`, which starlette's multi-dict provides.
-    if not RequestValidator(auth_token).validate(webhook_url(public_url, request), form, signature):
-        raise HTTPException(403, f"{SIGNATURE_HEADER} does not match this request")
+        raise Rejected(403, f"missing {SIGNATURE_HEADER}")
+    fields: dict[str, list[str]] = {}
+    for name, value in pairs:
+        fields.setdefault(name, []).append(value)
+    if not signer.valid(url_tail(scope), fields, signature):
+        raise Rejected(403, f"{SIGNATURE_HEADER} does not match this request")
     if not is_form:
-        raise HTTPException(400, f"expected {FORM_TYPE}")
-    if any("\x00" in key or "\x00" in value for key, value in pairs):
-        raise HTTPException(400, "a form field contains a NUL character")
-    return form
+        raise Rejected(400, f"expected {FORM_TYPE}")
+    if any("\x00" in name or "\x00" in value for name, value in pairs):
+        raise Rejected(400, "a form field contains a NUL character")
+    return dict(pairs)
