@@ -10,11 +10,12 @@ left for the sweeper to look up at the provider instead of sending again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -165,41 +166,49 @@ class Sender:
         result = BatchResult()
         ledger = _Ledger()
         unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), CLAIM_CHUNK):
-            chunk = unique[start : start + CLAIM_CHUNK]
-            now = self.clock()
-            with session_scope(self.engine) as session:
-                ledger.write(session)
-                claimed = claim(session, chunk, now)
-                ready = self._screen(session, claimed, now, result)
-            won = {row.id for row in claimed}
-            for message_id in chunk:
-                if message_id not in won:
-                    result.count(message_id, "skipped")
-            checked = self.monotonic()
-            deadline = checked + THROTTLE_TIMEOUT_S
-            refused: set[str] = set()
-            for position, row in enumerate(ready):
-                if not self._take_token(row, deadline):
-                    self._release([r.id for r in ready[position:]], result)
-                    break
-                if self.monotonic() - checked > self.consent_fresh_s:
-                    # A STOP can land while a claimed row waits for its token; check the rest again.
-                    refused = self._opted_out([r.phone for r in ready[position:]])
-                    checked = self.monotonic()
-                if row.phone in refused:
-                    self._cancel_opted_out(row)
-                    result.count(row.id, "canceled")
-                    continue
-                outcome = self._send_row(row, ledger)
-                result.count(row.id, outcome)
-                if ledger.due(self.clock()):
-                    with session_scope(self.engine) as session:
-                        ledger.write(session)
-        while ledger.pending():
-            with session_scope(self.engine) as session:
-                ledger.write(session)
+        try:
+            for start in range(0, len(unique), CLAIM_CHUNK):
+                chunk = unique[start : start + CLAIM_CHUNK]
+                now = self.clock()
+                with ledger.writing(self.engine) as session:
+                    claimed = claim(session, chunk, now)
+                    ready = self._screen(session, claimed, now, result)
+                won = {row.id for row in claimed}
+                for message_id in chunk:
+                    if message_id not in won:
+                        result.count(message_id, "skipped")
+                checked = self.monotonic()
+                deadline = checked + THROTTLE_TIMEOUT_S
+                refused: set[str] = set()
+                for position, row in enumerate(ready):
+                    if not self._take_token(row, deadline):
+                        self._release([r.id for r in ready[position:]], result)
+                        break
+                    if self.monotonic() - checked > self.consent_fresh_s:
+                        # A STOP can land while a claimed row waits for its token; check the rest again.
+                        refused = self._opted_out([r.phone for r in ready[position:]])
+                        checked = self.monotonic()
+                    if row.phone in refused:
+                        self._cancel_opted_out(row)
+                        result.count(row.id, "canceled")
+                        continue
+                    outcome = self._send_row(row, ledger)
+                    result.count(row.id, outcome)
+                    if ledger.due(self.clock()):
+                        self._write_all(ledger)
+        except BaseException:
+            # Record what the provider already accepted before giving up: those rows would
+            # otherwise wait in `sending` for the sweeper to find them at the provider.
+            with contextlib.suppress(Exception):
+                self._write_all(ledger)
+            raise
+        self._write_all(ledger)
         return result
+
+    def _write_all(self, ledger: _Ledger) -> None:
+        while ledger.pending():
+            with ledger.writing(self.engine):
+                pass
 
     def _screen(
         self, session: Session, claimed: list[_Claimed], now: dt.datetime, result: BatchResult
@@ -297,23 +306,28 @@ class _Ledger:
     def due(self, now: dt.datetime) -> bool:
         return bool(self.accepted) and now - self.accepted[0].at >= RECORD_WITHIN
 
-    def write(self, session: Session) -> None:
-        if self._recorded:
-            early = session.scalars(
-                select(AuditEntry.subject)
-                .where(AuditEntry.action == status.UNMATCHED, AuditEntry.subject.in_(self._recorded))
-                .distinct()
-            ).all()
-            for sid in early:
-                status.reapply_unmatched(session, sid)
-            self._recorded = []
-        if self.accepted:
-            session.connection().execute(
-                _RECORD_ACCEPTED,
-                [{"b_id": a.id, "b_sid": a.sid, "b_status": a.status, "b_at": a.at} for a in self.accepted],
-            )
-            self._recorded = [a.sid for a in self.accepted]
-            self.accepted = []
+    @contextlib.contextmanager
+    def writing(self, engine: Engine) -> Iterator[Session]:
+        """A transaction that also records what is pending; forgotten only once it commits, so a
+        failed transaction leaves it pending for the next one."""
+        accepted, recorded = self.accepted, self._recorded
+        with session_scope(engine) as session:
+            if recorded:
+                early = session.scalars(
+                    select(AuditEntry.subject)
+                    .where(AuditEntry.action == status.UNMATCHED, AuditEntry.subject.in_(recorded))
+                    .distinct()
+                ).all()
+                for sid in early:
+                    status.reapply_unmatched(session, sid)
+            if accepted:
+                session.connection().execute(
+                    _RECORD_ACCEPTED,
+                    [{"b_id": a.id, "b_sid": a.sid, "b_status": a.status, "b_at": a.at} for a in accepted],
+                )
+            yield session
+        self.accepted = self.accepted[len(accepted) :]
+        self._recorded = [a.sid for a in accepted]
 
 
 def send_batch(

@@ -443,3 +443,24 @@ def test_a_chunk_waits_for_tokens_at_most_the_throttle_timeout_in_all(
     assert (result.sent, result.throttled) == (3, 1)
     assert len(sandbox.messages()) == 3
     assert _rows(engine)[ids[3]].status == MessageStatus.queued
+
+
+class _BreaksAfterOne(_AfterSend):
+    """Sends once, then fails the way a bug would (not a provider error the sender sorts)."""
+
+    def send(self, *, to: str, body: str, status_callback: str | None = None) -> ProviderMessage:
+        if self.inner.messages.list(limit=1):
+            raise RuntimeError("boom")
+        return self.inner.send(to=to, body=body, status_callback=status_callback)
+
+
+def test_what_was_accepted_before_a_crash_of_the_batch_is_still_recorded(
+    engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
+) -> None:
+    ids = _queue_two(engine, session)
+    with pytest.raises(RuntimeError, match="boom"):
+        _send(engine, settings, ids, provider=_BreaksAfterOne(TwilioProvider(settings), engine))
+    [accepted] = sandbox.messages()
+    rows = _rows(engine)
+    assert (rows[ids[0]].status, rows[ids[0]].provider_sid) == (MessageStatus.sent, accepted["sid"])
+    assert rows[ids[1]].status == MessageStatus.sending  # claimed, never sent: the sweeper's to settle
