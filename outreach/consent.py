@@ -110,6 +110,14 @@ def is_opted_out(session: Session, phone: str) -> bool:
     return found is not None
 
 
+def opted_out_among(session: Session, phones: Iterable[str]) -> set[str]:
+    """Those of `phones` that refuse texts now (one query)."""
+    found = session.scalars(
+        select(PhoneConsent.phone).where(PhoneConsent.phone.in_(set(phones)), opted_out())
+    )
+    return set(found)
+
+
 def record_opt_out(
     session: Session, phone: str, *, by: str, at: dt.datetime, actor: str = "patient"
 ) -> ConsentChange:

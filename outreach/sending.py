@@ -27,13 +27,11 @@ from outreach.campaigns import CampaignFile
 from outreach.config import Settings
 from outreach.db import session_scope
 from outreach.models import (
-    AuditEntry,
     Enrollment,
     Message,
     MessageKind,
     MessageStatus,
     Patient,
-    PhoneConsent,
     utcnow,
 )
 from outreach.pacing import Pacer, recipient
@@ -119,6 +117,17 @@ _RECORD_ACCEPTED = (
         sent_at=bindparam("b_at"),
         updated_at=bindparam("b_at"),
     )
+)
+_CLAIM = (
+    update(_outbox)
+    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)), _outbox.c.status == MessageStatus.queued)
+    .values(
+        status=MessageStatus.sending,
+        sending_at=bindparam("now"),
+        attempts=_outbox.c.attempts + 1,
+        updated_at=bindparam("now"),
+    )
+    .returning(_outbox.c.id)
 )
 _CLAIM_DETAILS = (
     select(
@@ -245,10 +254,7 @@ class Sender:
 
     def _opted_out(self, phones: list[str]) -> set[str]:
         with session_scope(self.engine) as session:
-            found = session.scalars(
-                select(PhoneConsent.phone).where(PhoneConsent.phone.in_(set(phones)), consent.opted_out())
-            )
-            return set(found)
+            return consent.opted_out_among(session, phones)
 
     def _cancel_opted_out(self, row: _Claimed) -> None:
         with session_scope(self.engine) as session:
@@ -313,13 +319,7 @@ class _Ledger:
         accepted, recorded = self.accepted, self._recorded
         with session_scope(engine) as session:
             if recorded:
-                early = session.scalars(
-                    select(AuditEntry.subject)
-                    .where(AuditEntry.action == status.UNMATCHED, AuditEntry.subject.in_(recorded))
-                    .distinct()
-                ).all()
-                for sid in early:
-                    status.reapply_unmatched(session, sid)
+                status.reapply_for(session, recorded)
             if accepted:
                 session.connection().execute(
                     _RECORD_ACCEPTED,
@@ -394,18 +394,22 @@ def _finish(session: Session, message_id: int, now: dt.datetime, **values: Any) 
     )
 
 
+def _fail(session: Session, message_id: int, now: dt.datetime, code: int | None, why: str) -> None:
+    _finish(
+        session,
+        message_id,
+        now,
+        status=MessageStatus.failed,
+        failed_at=now,
+        error_code=code,
+        error_message=why[:500],
+    )
+
+
 def _retry_later(engine: Engine, claimed: _Claimed, exc: RetryableError, now: dt.datetime) -> str:
     with session_scope(engine) as session:
         if claimed.attempts >= MAX_ATTEMPTS:
-            _finish(
-                session,
-                claimed.id,
-                now,
-                status=MessageStatus.failed,
-                failed_at=now,
-                error_code=exc.code,
-                error_message=f"gave up after {claimed.attempts} attempts: {exc}"[:500],
-            )
+            _fail(session, claimed.id, now, exc.code, f"gave up after {claimed.attempts} attempts: {exc}")
             return "failed"
         _finish(
             session,
@@ -429,15 +433,7 @@ def _retry_later(engine: Engine, claimed: _Claimed, exc: RetryableError, now: dt
 
 def _permanent(engine: Engine, claimed: _Claimed, exc: PermanentError, now: dt.datetime) -> str:
     with session_scope(engine) as session:
-        _finish(
-            session,
-            claimed.id,
-            now,
-            status=MessageStatus.failed,
-            failed_at=now,
-            error_code=exc.code,
-            error_message=str(exc)[:500],
-        )
+        _fail(session, claimed.id, now, exc.code, str(exc))
         if exc.code in OPT_OUT_CODES:
             consent.record_opt_out(session, claimed.phone, by=f"twilio:{exc.code}", at=now)
     log.info("message %s to %s failed permanently: %s", claimed.id, mask(claimed.phone), exc.code)

@@ -18,6 +18,7 @@ import datetime as dt
 import enum
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import DateTime, Integer, String, Text, Update, bindparam, case, func, literal, select, update
@@ -128,8 +129,9 @@ def apply_status(
 def reapply_unmatched(session: Session, sid: str) -> int:
     """Apply the callbacks that arrived for `sid` before its row had it; returns how many moved it.
 
-    The sender calls this right after it commits `provider_sid` (a later transaction, so callbacks
-    committed meanwhile are seen); `reapply_recent` closes the remaining gap from the sweeper.
+    The sender, through `reapply_for`, calls this in a transaction after the one that committed
+    `provider_sid` (so callbacks committed meanwhile are seen); `reapply_recent` closes the
+    remaining gap from the sweeper.
     """
     entries = session.scalars(
         select(AuditEntry)
@@ -144,6 +146,16 @@ def reapply_unmatched(session: Session, sid: str) -> int:
         ):
             applied += 1
     return applied
+
+
+def reapply_for(session: Session, sids: Sequence[str]) -> int:
+    """`reapply_unmatched` for those of `sids` that have unmatched callbacks (one query to find them)."""
+    early = session.scalars(
+        select(AuditEntry.subject)
+        .where(AuditEntry.action == UNMATCHED, AuditEntry.subject.in_(sids))
+        .distinct()
+    ).all()
+    return sum(reapply_unmatched(session, sid) for sid in early)
 
 
 def reapply_recent(session: Session, *, since: dt.datetime) -> int:
