@@ -20,9 +20,8 @@ import resource
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,8 @@ from sqlalchemy import Engine, func, select, text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # samples/ is a folder of the checkout, not of the installed package
+
+from support import postgres_schema  # noqa: E402
 
 from outreach import db as dbmod  # noqa: E402
 from outreach.campaigns import CampaignFile, load_campaigns  # noqa: E402
@@ -59,12 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n or (100_000 if args.sqlite else 1_000_000)
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
         folder = Path(tmp)
-        database = _sqlite(folder) if args.sqlite else _postgres_schema(args.database_url)
-        with database as engine:
+        with _sqlite(folder) if args.sqlite else _engine_only(postgres_schema(args.database_url)) as engine:
             figures = run(engine, folder, n=n, seed=args.seed, on=args.on)
     print(json.dumps(figures, indent=2))
     print(summary(figures))
     return 0
+
+
+@contextmanager
+def _engine_only(schema: AbstractContextManager[tuple[Engine, str]]) -> Iterator[Engine]:
+    with schema as (engine, _url):
+        yield engine
 
 
 @contextmanager
@@ -74,23 +80,6 @@ def _sqlite(folder: Path) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
-
-
-@contextmanager
-def _postgres_schema(base: str) -> Iterator[Engine]:
-    """A private schema, dropped at the end even when the run fails."""
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = dbmod.engine_for(base)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in base else "?"
-    engine = dbmod.engine_for(f"{base}{sep}options=-csearch_path%3D{schema}")
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
 
 
 def run(engine: Engine, folder: Path, *, n: int, seed: int, on: dt.date) -> dict[str, Any]:

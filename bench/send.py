@@ -23,7 +23,6 @@ import datetime as dt
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,8 @@ from sqlalchemy import Engine, func, select, text
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))  # samples/ and workers/ are folders of the checkout, not of the package
+
+from support import free_port, postgres_schema  # noqa: E402
 
 from outreach import db as dbmod  # noqa: E402
 from outreach.campaigns import load_campaigns  # noqa: E402
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="bench-send-") as tmp, ExitStack() as stack:
         folder = Path(tmp)
-        engine, database_url = stack.enter_context(_postgres_schema(args.database_url))
+        engine, database_url = stack.enter_context(postgres_schema(args.database_url))
         stack.enter_context(_redis_db(args.redis_url))
         sandbox = stack.enter_context(_sandbox(args.latency_ms, folder))
         bench = Bench(
@@ -511,7 +512,7 @@ def _celery(argv: list[str], env: dict[str, str], *, cwd: Path) -> Iterator[Mana
 @contextmanager
 def _sandbox(latency_ms: float, folder: Path) -> Iterator[ManagedProcess]:
     """`outreach sandbox` in its own process; no status callbacks (no OUTREACH_PUBLIC_URL anywhere)."""
-    port = _free_port()
+    port = free_port()
     argv = [
         *(sys.executable, "-m", "outreach.cli", "sandbox"),
         *("--port", str(port), "--latency-ms", str(latency_ms)),
@@ -532,25 +533,6 @@ def _sandbox(latency_ms: float, folder: Path) -> Iterator[ManagedProcess]:
         yield server
     finally:
         server.stop()
-
-
-@contextmanager
-def _postgres_schema(base: str) -> Iterator[tuple[Engine, str]]:
-    """A private schema; its URL carries the search_path so worker processes use it too."""
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = dbmod.engine_for(base)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in base else "?"
-    url = f"{base}{sep}options=-csearch_path%3D{schema}"
-    engine = dbmod.engine_for(url)
-    try:
-        yield engine, url
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
 
 
 @contextmanager
@@ -585,13 +567,6 @@ def _clean_environ() -> dict[str, str]:
     """This process's environment without any OUTREACH_*/TWILIO_* a developer may have set (a
     stray OUTREACH_PUBLIC_URL would turn status callbacks on)."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("OUTREACH_", "TWILIO_"))}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _proc_stat(pid: int) -> tuple[int, float]:

@@ -28,7 +28,6 @@ import os
 import random
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,8 @@ from twilio.request_validator import RequestValidator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from support import free_port, postgres_schema  # noqa: E402
 
 from outreach import db as dbmod  # noqa: E402
 from outreach.campaigns import load_campaigns  # noqa: E402
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.broker_url} is in use (keys or clients); pick an idle --broker-url database")
     runs = []
     for workers in args.workers:
-        with _postgres_schema(args.database_url) as (engine, url):
+        with postgres_schema(args.database_url) as (engine, url):
+            dbmod.upgrade(engine)
             runs.append(run(engine, url, broker, args, workers))
     figures = {
         "database": "postgresql",
@@ -156,25 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(_passed(r) for r in runs) else 1
 
 
-@contextlib.contextmanager
-def _postgres_schema(base: str) -> Iterator[tuple[Engine, str]]:
-    """A private schema (as tests/conftest.py makes them), dropped at the end even when the run fails."""
-    schema = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = dbmod.engine_for(base)
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in base else "?"
-    url = f"{base}{sep}options=-csearch_path%3D{schema}"
-    engine = dbmod.engine_for(url)
-    try:
-        dbmod.upgrade(engine)
-        yield engine, url
-    finally:
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-
-
 def run(
     engine: Engine, url: str, broker: redis.Redis, args: argparse.Namespace, workers: int
 ) -> dict[str, Any]:
@@ -182,7 +165,7 @@ def run(
     started = time.perf_counter()
     sids, phones, handoff_on_yes = seed(engine, args.patients, rng)
     seed_s = time.perf_counter() - started
-    port = _free_port()
+    port = free_port()
     public = f"http://127.0.0.1:{port}"
     jobs = build_jobs(public, sids, phones, handoff_on_yes, rng)
     total = sum(len(job) for job in jobs)
@@ -577,12 +560,6 @@ def _count_errors(log_path: Path) -> int:
     """Tracebacks and 5xx access lines in the server's own log."""
     lines = log_path.read_text(errors="replace").splitlines()
     return sum(1 for line in lines if "Traceback" in line or '" 5' in line)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _pct(ordered: list[float], q: float) -> float | None:
