@@ -63,6 +63,14 @@ def _queue_two(engine: Engine, session: Session) -> list[int]:
     return _queue(engine)
 
 
+def _answer_row(engine: Engine, step_id: str, body: str, status: str, **times: dt.datetime) -> Message:
+    """An answer text to (617) 555-0101 in `status` (answers have no send window)."""
+    row = Message(step_id=step_id, kind="answer", phone="+16175550101", body=body, status=status, **times)
+    with session_scope(engine) as s:
+        s.add(row)
+    return row
+
+
 def _ids(engine: Engine, status: str) -> list[int]:
     with session_scope(engine) as s:
         return list(s.scalars(select(Message.id).where(Message.status == status).order_by(Message.id)))
@@ -182,17 +190,7 @@ def test_permanent_errors_fail_with_twilios_code(
     add_patient(session, "P1")
     session.commit()
     [message_id] = _queue(engine)
-    other = Message(
-        enrollment_id=None,
-        step_id="answer:x",
-        kind="answer",
-        phone="+16175550101",
-        body="b",
-        status=MessageStatus.planned,
-        send_at=NOW + dt.timedelta(hours=1),
-    )
-    with session_scope(engine) as s:
-        s.add(other)
+    other = _answer_row(engine, "answer:x", "b", MessageStatus.planned, send_at=NOW + dt.timedelta(hours=1))
     sandbox.configure(reject={"+16175550101": code})
     assert _send(engine, settings, [message_id]).failed == 1
     rows = _rows(engine)
@@ -208,17 +206,7 @@ def test_ambiguous_timeout_is_reconciled_without_a_second_send(
     # The provider stamps messages with the real clock, so this row is an answer (no send window)
     # sent "now" for real; the lookup by recipient and time must find it.
     now = utcnow()
-    with session_scope(engine) as s:
-        row = Message(
-            step_id="answer:SMx",
-            kind="answer",
-            phone="+16175550101",
-            body="Thanks!",
-            status=MessageStatus.queued,
-            send_at=now,
-            queued_at=now,
-        )
-        s.add(row)
+    row = _answer_row(engine, "answer:SMx", "Thanks!", MessageStatus.queued, send_at=now, queued_at=now)
     sandbox.configure(p_timeout=1.0, timeout_hold_s=5)
     assert _send(engine, settings, [row.id], now=now, timeout=0.5).unknown == 1
     assert _rows(engine)[row.id].status == MessageStatus.unknown
@@ -293,17 +281,7 @@ def test_reconcile_does_not_mistake_another_text_to_the_same_number_for_ours(
 ) -> None:
     now = utcnow()
     TwilioProvider(settings).send(to="+16175550101", body="a different text")
-    with session_scope(engine) as s:
-        row = Message(
-            step_id="answer:SMy",
-            kind="answer",
-            phone="+16175550101",
-            body="Thanks!",
-            status=MessageStatus.unknown,
-            send_at=now,
-            sending_at=now,
-        )
-        s.add(row)
+    row = _answer_row(engine, "answer:SMy", "Thanks!", MessageStatus.unknown, send_at=now, sending_at=now)
     result = sweeper.sweep(
         engine, provider=TwilioProvider(settings), dispatch=None, now=now + dt.timedelta(minutes=1)
     )
