@@ -22,7 +22,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from twilio.rest import Client
 
-from outreach.models import Message, MessageStatus, utcnow
+from outreach.store.models import Message, MessageStatus, utcnow
 
 QUEUE = "naive"
 TASK = "bench.naive_send"

@@ -32,11 +32,11 @@ sys.path.insert(0, str(ROOT))  # samples/ is a folder of the checkout, not of th
 
 from support import postgres_schema  # noqa: E402
 
-from outreach import db as dbmod  # noqa: E402
 from outreach.campaigns import CampaignFile, load_campaigns  # noqa: E402
 from outreach.config import get_settings  # noqa: E402
-from outreach.eligibility import eligible_patients  # noqa: E402
-from outreach.roster import import_events, import_patients  # noqa: E402
+from outreach.ingest.roster import import_events, import_patients  # noqa: E402
+from outreach.plan.eligibility import eligible_patients  # noqa: E402
+from outreach.store import db as dbmod  # noqa: E402
 from samples.generate import REFERENCE_DATE, write_events, write_roster  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

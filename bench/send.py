@@ -1,4 +1,4 @@
-"""Sending benchmark: N messages through the real pipeline (PostgreSQL outbox, `outreach.scheduler.tick`,
+"""Sending benchmark: N messages through the real pipeline (PostgreSQL outbox, `outreach.plan.scheduler.tick`,
 Redis, `celery -A workers worker` processes on a thread pool, the official twilio client, the
 sandbox in its own process with 50 ms per request), then the naive one-task-per-message pattern
 (bench/naive.py) for comparison, then the global rate limiter at a few rates.
@@ -45,11 +45,11 @@ sys.path.insert(0, str(ROOT))  # samples/ and workers/ are folders of the checko
 
 from support import free_port, postgres_schema  # noqa: E402
 
-from outreach import db as dbmod  # noqa: E402
 from outreach.campaigns import load_campaigns  # noqa: E402
 from outreach.config import get_settings  # noqa: E402
-from outreach.models import Base, Message, MessageStatus, utcnow  # noqa: E402
-from outreach.roster import import_patients  # noqa: E402
+from outreach.ingest.roster import import_patients  # noqa: E402
+from outreach.store import db as dbmod  # noqa: E402
+from outreach.store.models import Base, Message, MessageStatus, utcnow  # noqa: E402
 from samples.generate import ROSTER_HEADER, roster_rows  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -244,7 +244,7 @@ class Bench:
     ) -> dict[str, Any]:
         """Seed n patients, plan them with the real scheduler, and time the first dispatch to the
         last row reaching `sent`, polling the outbox."""
-        from outreach.scheduler import tick
+        from outreach.plan.scheduler import tick
 
         self._reset()
         started = time.perf_counter()
@@ -514,7 +514,7 @@ def _sandbox(latency_ms: float, folder: Path) -> Iterator[ManagedProcess]:
     """`outreach sandbox` in its own process; no status callbacks (no OUTREACH_PUBLIC_URL anywhere)."""
     port = free_port()
     argv = [
-        *(sys.executable, "-m", "outreach.cli", "sandbox"),
+        *(sys.executable, "-m", "outreach.apps.cli", "sandbox"),
         *("--port", str(port), "--latency-ms", str(latency_ms)),
         *("--account-sid", ACCOUNT_SID, "--auth-token", AUTH_TOKEN),
     ]

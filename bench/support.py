@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Engine, text
 
-from outreach import db as dbmod
+from outreach.store import db as dbmod
 
 
 @contextmanager

@@ -50,9 +50,9 @@ sys.path.insert(0, str(ROOT))
 
 from support import free_port, postgres_schema  # noqa: E402
 
-from outreach import db as dbmod  # noqa: E402
 from outreach.campaigns import load_campaigns  # noqa: E402
-from outreach.models import (  # noqa: E402
+from outreach.store import db as dbmod  # noqa: E402
+from outreach.store.models import (  # noqa: E402
     Campaign,
     Enrollment,
     Handoff,
@@ -72,7 +72,7 @@ SENDER = "+16175550100"
 NOW = dt.datetime(2026, 3, 2, 15, 0)
 TARGET_RPS = 500
 TARGET_P99_MS = 100.0
-# Reply mix: (kind, share, bodies); every body is classified as `kind` by outreach/replies.py.
+# Reply mix: (kind, share, bodies); every body is classified as `kind` by outreach/listen/replies.py.
 REPLIES = [
     ("yes", 0.35, ["YES", "Yes please", "y", "Sí"]),
     ("stop", 0.15, ["STOP", "stop", "Please stop texting me", "no más mensajes"]),

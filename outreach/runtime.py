@@ -17,10 +17,10 @@ from sqlalchemy import Engine
 
 from outreach.campaigns import CampaignFile, load_campaigns
 from outreach.config import Settings, get_settings
-from outreach.db import engine_for
-from outreach.models import utcnow
 from outreach.providers.base import Provider
-from outreach.ratelimit import RateLimiter, limiter_for
+from outreach.send.ratelimit import RateLimiter, limiter_for
+from outreach.store.db import engine_for
+from outreach.store.models import utcnow
 
 
 @dataclass

@@ -16,9 +16,9 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from outreach import db as dbmod
 from outreach.config import get_settings
-from outreach.models import Base
+from outreach.store import db as dbmod
+from outreach.store.models import Base
 
 pytest_plugins = ["tests.sandbox_fixtures"]
 

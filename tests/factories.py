@@ -10,9 +10,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile
-from outreach.db import session_scope
-from outreach.models import Campaign, Enrollment, Message, Patient, PatientEvent
 from outreach.phones import parse_phone
+from outreach.store.db import session_scope
+from outreach.store.models import Campaign, Enrollment, Message, Patient, PatientEvent
 
 
 def add_patient(

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from outreach.apps.cli import main
 from outreach.campaigns import (
     CampaignFile,
     CampaignProblem,
@@ -26,7 +27,6 @@ from outreach.campaigns import (
     render,
     validate_files,
 )
-from outreach.cli import main
 from outreach.config import get_settings
 from outreach.errors import UserError
 

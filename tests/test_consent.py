@@ -7,8 +7,8 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from outreach import consent
-from outreach.models import AuditEntry, Message, MessageKind, MessageStatus, PhoneConsent
+from outreach.listen import consent
+from outreach.store.models import AuditEntry, Message, MessageKind, MessageStatus, PhoneConsent
 
 PHONE = "+16175550123"
 OTHER = "+16175550124"

@@ -4,7 +4,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Engine, inspect
 
-from outreach.models import Base
+from outreach.store.models import Base
 
 
 def test_migrations_create_every_model_table(engine: Engine) -> None:

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 import outreach
-from outreach.cli import main
-from outreach.demo import run_demo
+from outreach.apps.cli import main
+from outreach.apps.demo import run_demo
 
 # The figures of the closing `demo:` line, counted here straight from the tables.
 COUNTS = {

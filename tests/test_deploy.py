@@ -30,8 +30,8 @@ from celery import Celery
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from outreach import db as dbmod
 from outreach.config import Settings
+from outreach.store import db as dbmod
 from tests.workers_harness import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

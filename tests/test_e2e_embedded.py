@@ -15,14 +15,15 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import Engine, select
 
-from outreach import roster, scheduler
 from outreach.campaigns import CampaignFile, add_months, load_campaigns, render
 from outreach.config import get_settings
-from outreach.db import session_scope
-from outreach.models import Enrollment, Message, MessageStatus, Patient, PatientEvent
+from outreach.ingest import roster
+from outreach.plan import scheduler
 from outreach.runtime import get_runtime, reset_runtime
 from outreach.sandbox.server import SandboxServer
 from outreach.sandbox.state import SandboxConfig
+from outreach.store.db import session_scope
+from outreach.store.models import Enrollment, Message, MessageStatus, Patient, PatientEvent
 from workers import tasks
 from workers.app import app
 

@@ -12,14 +12,14 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, CareGap
-from outreach.eligibility import (
+from outreach.plan.eligibility import (
     age_on,
     birth_date_bounds,
     count_eligible,
     eligible_patients,
     years_before,
 )
-from outreach.models import Patient, PatientEvent, PhoneConsent
+from outreach.store.models import Patient, PatientEvent, PhoneConsent
 
 D = dt.date
 _serial = itertools.count(1)

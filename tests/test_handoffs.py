@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from outreach.apps.cli import main
 from outreach.campaigns import CampaignFile, parse_campaign
-from outreach.cli import main
 from outreach.config import Settings, get_settings
-from outreach.db import session_scope
 from outreach.errors import UserError
-from outreach.handoffs import HandoffRefused, close_handoff, get_handoff, list_handoffs
-from outreach.models import AuditEntry, Handoff
-from outreach.replies import handle_inbound
+from outreach.listen.handoffs import HandoffRefused, close_handoff, get_handoff, list_handoffs
+from outreach.listen.replies import handle_inbound
+from outreach.store.db import session_scope
+from outreach.store.models import AuditEntry, Handoff
 from tests.factories import seed_invite
 
 PHONE = "+16175550123"

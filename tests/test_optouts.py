@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from outreach import consent
-from outreach.cli import main
-from outreach.db import session_scope
+from outreach.apps.cli import main
 from outreach.errors import UserError
-from outreach.models import AuditEntry, Message, MessageKind, MessageStatus, Patient
-from outreach.optouts import OptOutRefused, add_opt_out, list_opt_outs, remove_opt_out
+from outreach.listen import consent
+from outreach.listen.optouts import OptOutRefused, add_opt_out, list_opt_outs, remove_opt_out
+from outreach.store.db import session_scope
+from outreach.store.models import AuditEntry, Message, MessageKind, MessageStatus, Patient
 
 PHONE = "+16175550123"
 OTHER = "+16175550124"

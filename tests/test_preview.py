@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.orm import Session
 
+from outreach.apps.cli import main
 from outreach.campaigns import CampaignFile, load_campaigns
-from outreach.cli import main
 from outreach.config import get_settings
-from outreach.db import session_scope
-from outreach.eligibility import count_eligible
-from outreach.models import Base, Patient
-from outreach.preview import preview
+from outreach.plan.eligibility import count_eligible
+from outreach.plan.preview import preview
 from outreach.segments import count_segments
+from outreach.store.db import session_scope
+from outreach.store.models import Base, Patient
 
 FRIDAY = dt.date(2026, 5, 15)
 SATURDAY = dt.date(2026, 5, 16)

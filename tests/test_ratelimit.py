@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from outreach.config import get_settings
-from outreach.ratelimit import (
+from outreach.send.ratelimit import (
     JITTER_MARGIN,
     LocalRateLimiter,
     NoLimit,

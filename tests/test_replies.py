@@ -9,10 +9,18 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from outreach import consent
 from outreach.campaigns import CampaignFile, parse_campaign
 from outreach.config import Settings, get_settings
-from outreach.models import (
+from outreach.listen import consent
+from outreach.listen.replies import (
+    InboundError,
+    InboundResult,
+    Kind,
+    handle_inbound,
+    normalize,
+    opt_out_request,
+)
+from outreach.store.models import (
     Activation,
     Campaign,
     Enrollment,
@@ -23,7 +31,6 @@ from outreach.models import (
     MessageStatus,
     Patient,
 )
-from outreach.replies import InboundError, InboundResult, Kind, handle_inbound, normalize, opt_out_request
 
 PHONE = "+16175550123"
 T0 = dt.datetime(2026, 3, 2, 15, 0)

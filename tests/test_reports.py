@@ -18,10 +18,11 @@ from click.testing import CliRunner
 from rich.console import Console
 from sqlalchemy import Engine
 
-from outreach.cli import main
-from outreach.db import session_scope
+from outreach.apps.cli import main
 from outreach.errors import UserError
-from outreach.models import (
+from outreach.outcomes.funnel import funnel, print_report
+from outreach.store.db import session_scope
+from outreach.store.models import (
     Activation,
     Campaign,
     Enrollment,
@@ -32,7 +33,6 @@ from outreach.models import (
     MessageStatus,
     PhoneConsent,
 )
-from outreach.reports import funnel, print_report
 from tests.factories import add_patient, campaign
 
 ON = dt.date(2026, 11, 2)

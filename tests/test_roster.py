@@ -14,12 +14,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, select, update
 
-from outreach import csvfile
-from outreach.cli import main
-from outreach.db import session_scope
+from outreach.apps.cli import main
 from outreach.errors import UserError
-from outreach.models import Patient, PatientEvent
-from outreach.roster import ImportResult, RowError, import_events, import_patients, write_errors_csv
+from outreach.ingest import csvfile
+from outreach.ingest.roster import ImportResult, RowError, import_events, import_patients, write_errors_csv
+from outreach.store.db import session_scope
+from outreach.store.models import Patient, PatientEvent
 
 ROOT = Path(__file__).resolve().parent.parent
 TODAY = dt.date(2026, 11, 23)
@@ -280,7 +280,7 @@ def test_duplicates_are_caught_across_batches(engine: Engine, tmp_path: Path) ->
 
 
 def test_missing_tables_say_to_run_db_upgrade(tmp_path: Path) -> None:
-    from outreach.db import engine_for
+    from outreach.store.db import engine_for
 
     bare = engine_for(f"sqlite:///{tmp_path / 'bare.db'}")
     path = _write(tmp_path / "r.csv", [HEADER, "L1,Al,Lee,1980-01-01,M,(617) 555-0101,en,,"])
@@ -528,7 +528,7 @@ def test_whitespace_inside_names_is_collapsed(engine: Engine, tmp_path: Path) ->
 def test_large_files_are_checked_in_helper_processes_with_the_same_result(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from outreach import roster
+    from outreach.ingest import roster
 
     rows = ["mrn,first_name,birth_date,phone,postal_code"]
     rows += [f"M{i},Ann,1970-01-01,(617) 555-{i:04d},{i:05d}" for i in range(1200)]

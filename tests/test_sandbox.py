@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
-from outreach.cli import main
+from outreach.apps.cli import main
 from outreach.sandbox import PlannedReply, SandboxConfig, SandboxMessage, SandboxServer, SandboxState
 
 if TYPE_CHECKING:

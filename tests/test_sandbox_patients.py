@@ -13,10 +13,10 @@ import requests
 from click.testing import CliRunner
 from twilio.request_validator import RequestValidator
 
+from outreach.apps.cli import main
 from outreach.campaigns import load_campaigns
-from outreach.cli import main
 from outreach.errors import UserError
-from outreach.replies import match_rule, normalize, opt_out_request
+from outreach.listen.replies import match_rule, normalize, opt_out_request
 from outreach.sandbox import SandboxMessage, SandboxServer
 from outreach.sandbox.patients import (
     PHRASES,

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
-from outreach import scheduler
 from outreach.config import get_settings
-from outreach.db import session_scope
-from outreach.models import Enrollment, Message, MessageStatus, PhoneConsent
+from outreach.plan import scheduler
+from outreach.store.db import session_scope
+from outreach.store.models import Enrollment, Message, MessageStatus, PhoneConsent
 from tests.factories import add_patient, campaign
 
 # Monday 2026-11-23, 14:00 UTC = 09:00 in New York, 06:00 in Los Angeles.

@@ -11,17 +11,19 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from outreach import scheduler, sending, status, sweeper
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings, get_settings
-from outreach.consent import is_opted_out, record_opt_out
-from outreach.db import session_scope
-from outreach.models import Message, MessageStatus, utcnow
+from outreach.listen import status
+from outreach.listen.consent import is_opted_out, record_opt_out
+from outreach.plan import scheduler
 from outreach.providers.base import Provider, ProviderMessage
 from outreach.providers.twilio import TwilioProvider
-from outreach.ratelimit import LocalRateLimiter, NoLimit, RateLimiter
 from outreach.sandbox.server import SandboxServer
 from outreach.sandbox.state import SandboxConfig
+from outreach.send import batch, sweeper
+from outreach.send.ratelimit import LocalRateLimiter, NoLimit, RateLimiter
+from outreach.store.db import session_scope
+from outreach.store.models import Message, MessageStatus, utcnow
 from tests.factories import add_patient, campaign
 
 NOW = dt.datetime(2026, 11, 23, 14, 0)  # Monday 09:00 in New York
@@ -86,11 +88,11 @@ def _send(
     provider: Provider | None = None,
     limiter: RateLimiter | None = None,
     campaigns: dict[str, CampaignFile] = CAMPAIGNS,
-    consent_fresh_s: float = sending.CONSENT_FRESH_S,
+    consent_fresh_s: float = batch.CONSENT_FRESH_S,
     monotonic: Callable[[], float] = time.monotonic,
-) -> sending.BatchResult:
+) -> batch.BatchResult:
     """The sender as a worker runs it, on the sandbox, at a fixed time."""
-    sender = sending.Sender(
+    sender = batch.Sender(
         engine,
         provider or TwilioProvider(settings, timeout=timeout),
         limiter or NoLimit(),
@@ -170,7 +172,7 @@ def test_retryable_errors_back_off_on_the_same_row_then_fail(
     [message_id] = _queue(engine)
     sandbox.configure(**fault)
     now = NOW
-    for attempt in range(1, sending.MAX_ATTEMPTS):
+    for attempt in range(1, batch.MAX_ATTEMPTS):
         assert _send(engine, settings, [message_id], now=now).retrying == 1
         row = _rows(engine)[message_id]
         assert (row.status, row.attempts, row.error_code) == (MessageStatus.planned, attempt, expected)
@@ -255,7 +257,7 @@ def test_lost_queue_and_dead_worker_are_recovered_by_the_sweeper(
     session.commit()
     lost, claimed = _queue(engine)
     with session_scope(engine) as s:  # a worker claimed this one and died before calling Twilio
-        assert sending.claim(s, [claimed], NOW)
+        assert batch.claim(s, [claimed], NOW)
     dispatched: list[int] = []
     early = sweeper.sweep(
         engine,
@@ -305,7 +307,7 @@ def test_a_row_that_gets_no_rate_token_in_time_goes_back_to_the_queue_unsent(
 def test_a_batch_larger_than_a_claim_chunk_sends_each_row_once_and_records_every_sid(
     engine: Engine, session: Session, settings: Settings, sandbox: SandboxServer
 ) -> None:
-    count = 2 * sending.CLAIM_CHUNK + 3
+    count = 2 * batch.CLAIM_CHUNK + 3
     for i in range(count):
         add_patient(session, f"C{i}", phone=f"(617) 555-{i:04d}")
     session.commit()

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from outreach import consent
-from outreach.models import AuditEntry, Message, MessageKind, MessageStatus
-from outreach.status import Outcome, apply_status, reapply_recent, reapply_unmatched
+from outreach.listen import consent
+from outreach.listen.status import Outcome, apply_status, reapply_recent, reapply_unmatched
+from outreach.store.models import AuditEntry, Message, MessageKind, MessageStatus
 
 SID = "SM" + "a" * 32
 PHONE = "+16175550123"

@@ -18,15 +18,15 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from twilio.request_validator import RequestValidator
 
-from outreach import consent
+from outreach.apps.cli import main
+from outreach.apps.web.app import create_app
+from outreach.apps.web.commits import GroupCommit
 from outreach.campaigns import CampaignFile, parse_campaign
-from outreach.cli import main
 from outreach.config import Settings, get_settings
-from outreach.db import engine_for, session_scope
 from outreach.errors import UserError
-from outreach.models import AuditEntry, InboundMessage, Message, MessageKind, MessageStatus
-from outreach.web.app import create_app
-from outreach.web.commits import GroupCommit
+from outreach.listen import consent
+from outreach.store.db import engine_for, session_scope
+from outreach.store.models import AuditEntry, InboundMessage, Message, MessageKind, MessageStatus
 from tests.factories import seed_invite
 
 TOKEN = "0123456789abcdef0123456789abcdef"

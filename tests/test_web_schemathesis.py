@@ -26,10 +26,10 @@ from schemathesis.schemas import APIOperation
 from sqlalchemy import Engine, select
 from twilio.request_validator import RequestValidator
 
+from outreach.apps.web.app import create_app
 from outreach.config import get_settings
-from outreach.db import session_scope
-from outreach.models import Base, MessageStatus
-from outreach.web.app import create_app
+from outreach.store.db import session_scope
+from outreach.store.models import Base, MessageStatus
 from tests.factories import seed_invite
 
 TOKEN = "0123456789abcdef0123456789abcdef"

@@ -10,8 +10,8 @@ from phonenumbers.geodata import GEOCODE_DATA
 
 from outreach.campaigns import WEEKDAYS, SendWindow
 from outreach.phones import parse_phone
-from outreach.states import AREA_CODES, ZIP3, area_code_state, postal_code_state
-from outreach.windows import (
+from outreach.plan.states import AREA_CODES, ZIP3, area_code_state, postal_code_state
+from outreach.plan.windows import (
     effective_hours,
     is_open,
     next_opening,

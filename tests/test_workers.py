@@ -17,14 +17,15 @@ from celery import Celery
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from outreach import scheduler, sweeper
 from outreach.campaigns import load_campaigns
 from outreach.config import get_settings
-from outreach.db import get_engine, session_scope
-from outreach.models import Message, MessageStatus, utcnow
+from outreach.plan import scheduler
 from outreach.providers.twilio import TwilioProvider
 from outreach.sandbox.server import SandboxServer
 from outreach.sandbox.state import SandboxConfig
+from outreach.send import sweeper
+from outreach.store.db import get_engine, session_scope
+from outreach.store.models import Message, MessageStatus, utcnow
 from tests.factories import add_patient
 from tests.workers_harness import wait_until, worker_processes
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from outreach import scheduler, sending, sweeper
-from outreach.models import naive_utc
+from outreach.plan import scheduler
 from outreach.runtime import get_runtime
+from outreach.send import batch, sweeper
+from outreach.store.models import naive_utc
 from workers.app import app
 
 
 @app.task(name="outreach.send_messages")
 def send_messages(ids: list[int]) -> dict[str, int]:
     rt = get_runtime()
-    result = sending.send_batch(
+    result = batch.send_batch(
         [int(i) for i in ids],
         engine=rt.engine,
         provider=rt.provider,

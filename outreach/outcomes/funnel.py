@@ -75,10 +75,10 @@ from sqlalchemy import ColumnElement, Engine, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile
-from outreach.db import session_scope
-from outreach.eligibility import count_eligible
 from outreach.errors import UserError
-from outreach.models import (
+from outreach.plan.eligibility import count_eligible
+from outreach.store.db import session_scope
+from outreach.store.models import (
     Activation,
     Campaign,
     Enrollment,

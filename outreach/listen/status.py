@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import DateTime, Integer, String, Text, Update, bindparam, case, func, literal, select, update
 from sqlalchemy.orm import Session
 
-from outreach import consent
-from outreach.models import AuditEntry, Message, MessageStatus
+from outreach.listen import consent
 from outreach.phones import mask
+from outreach.store.models import AuditEntry, Message, MessageStatus
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Opt-outs as the care team sees and changes them: list, add for a patient who asked by phone or in
 person, and remove only with the patient's recorded consent.
 
-The rules live in outreach/consent.py (per-number consent, pending messages canceled, audit rows);
+The rules live in outreach/listen/consent.py (per-number consent, pending messages canceled, audit rows);
 this module adds what staff actions need on top: any human number format, a named person on every
 change, and a reason that is mandatory when texts resume, since texting a number that opted out
 without its consent is what the TCPA penalizes.
@@ -16,11 +16,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from outreach import consent
 from outreach.errors import UserError
-from outreach.handoffs import iso_utc, staff_name
-from outreach.models import AuditEntry, Patient, PhoneConsent
+from outreach.listen import consent
+from outreach.listen.handoffs import iso_utc, staff_name
 from outreach.phones import PhoneError, mask, parse_phone
+from outreach.store.models import AuditEntry, Patient, PhoneConsent
 
 STAFF = "staff"  # opted_out_by / opted_in_by for staff changes, followed by ": reason" when given
 # Twilio's own opt-out keywords: after one of these Twilio refuses our texts (error 21610) until the

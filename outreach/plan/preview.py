@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, SendWindow, render
 from outreach.config import Settings
-from outreach.eligibility import eligible_patients
 from outreach.errors import UserError
-from outreach.models import Patient
+from outreach.plan.eligibility import eligible_patients
+from outreach.plan.windows import next_opening, patient_zones, strict_hours
 from outreach.segments import count_segments
-from outreach.windows import next_opening, patient_zones, strict_hours
+from outreach.store.models import Patient
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from outreach.errors import UserError
-from outreach.models import AuditEntry, Enrollment, Handoff, InboundMessage, Patient
 from outreach.phones import mask
+from outreach.store.models import AuditEntry, Enrollment, Handoff, InboundMessage, Patient
 
 OPEN = "open"
 CLOSED = "closed"

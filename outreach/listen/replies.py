@@ -51,11 +51,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from twilio.twiml.messaging_response import MessagingResponse
 
-from outreach import consent
 from outreach.campaigns import CampaignFile, ReplyRule, render
 from outreach.config import Settings
 from outreach.errors import UserError
-from outreach.models import (
+from outreach.listen import consent
+from outreach.phones import mask
+from outreach.segments import count_segments
+from outreach.store.models import (
     Activation,
     Enrollment,
     Handoff,
@@ -66,8 +68,6 @@ from outreach.models import (
     Patient,
     PhoneConsent,
 )
-from outreach.phones import mask
-from outreach.segments import count_segments
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from sqlalchemy import table as sa_table
 
 from outreach.campaigns import EVENT_KINDS
 from outreach.config import Settings, get_settings
-from outreach.csvfile import CsvFile, RowError, write_errors_csv
 from outreach.errors import UserError
-from outreach.models import Patient, PatientEvent, utcnow
+from outreach.ingest.csvfile import CsvFile, RowError, write_errors_csv
 from outreach.phones import Phone, PhoneError, parse_phone
+from outreach.store.models import Patient, PatientEvent, utcnow
 
 __all__ = [
     "EVENT_COLUMNS",

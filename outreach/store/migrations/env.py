@@ -1,10 +1,10 @@
-"""Alembic environment: the engine comes from outreach.db, never from an ini file."""
+"""Alembic environment: the engine comes from outreach.store.db, never from an ini file."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from outreach.models import Base
+from outreach.store.models import Base
 
 engine = context.config.attributes["engine"]
 with engine.begin() as connection:

@@ -21,10 +21,12 @@ from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, render
 from outreach.config import Settings
-from outreach.consent import number_opted_out
-from outreach.db import insert_for, rowcount, session_scope
-from outreach.eligibility import eligible_patients
-from outreach.models import (
+from outreach.listen.consent import number_opted_out
+from outreach.plan.eligibility import eligible_patients
+from outreach.plan.pacing import Pacer, recipient
+from outreach.segments import count_segments
+from outreach.store.db import insert_for, rowcount, session_scope
+from outreach.store.models import (
     Campaign,
     Enrollment,
     Message,
@@ -33,8 +35,6 @@ from outreach.models import (
     Patient,
     utcnow,
 )
-from outreach.pacing import Pacer, recipient
-from outreach.segments import count_segments
 
 log = logging.getLogger(__name__)
 

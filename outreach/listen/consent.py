@@ -32,8 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from outreach.models import PENDING_STATUSES, AuditEntry, Message, MessageStatus, PhoneConsent
 from outreach.phones import mask
+from outreach.store.models import PENDING_STATUSES, AuditEntry, Message, MessageStatus, PhoneConsent
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,12 @@ from sqlalchemy import Engine, func, or_, select
 import outreach
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings
-from outreach.db import session_scope
 from outreach.errors import UserError
-from outreach.models import (
+from outreach.outcomes.funnel import FunnelReport, funnel
+from outreach.sandbox import SandboxConfig, SandboxServer
+from outreach.sandbox.patients import PatientsConfig, SimulatedPatients
+from outreach.store.db import session_scope
+from outreach.store.models import (
     Enrollment,
     Handoff,
     InboundMessage,
@@ -45,9 +48,6 @@ from outreach.models import (
     Patient,
     PhoneConsent,
 )
-from outreach.reports import FunnelReport, funnel
-from outreach.sandbox import SandboxConfig, SandboxServer
-from outreach.sandbox.patients import PatientsConfig, SimulatedPatients
 
 START = dt.datetime(2026, 11, 23, 12, 0)  # naive UTC: Monday 07:00 in New York, the sample's day
 STEP = dt.timedelta(hours=1)
@@ -215,10 +215,10 @@ def _run(
     start: dt.datetime,
     step: dt.timedelta,
 ) -> DemoResult:
-    from outreach import roster
     from outreach.campaigns import load_campaigns
     from outreach.config import get_settings
-    from outreach.db import engine_for, upgrade
+    from outreach.ingest import roster
+    from outreach.store.db import engine_for, upgrade
 
     began = time.monotonic()
     clock = DemoClock(start)
@@ -276,8 +276,9 @@ def _run(
     dispatch = stack.enter_context(_embedded_worker(clock))
     stack.enter_context(_web(web_socket, settings, engine, campaigns, dispatch, clock))
 
-    from outreach import scheduler, sweeper
+    from outreach.plan import scheduler
     from outreach.runtime import get_runtime
+    from outreach.send import sweeper
 
     provider = get_runtime().provider
 
@@ -398,7 +399,7 @@ def _web(
 
     import uvicorn
 
-    from outreach.web.app import create_app
+    from outreach.apps.web.app import create_app
 
     app = create_app(settings, dispatch=dispatch, engine=engine, campaigns=campaigns, clock=clock)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))

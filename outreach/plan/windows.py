@@ -33,7 +33,7 @@ from functools import lru_cache, reduce
 from zoneinfo import ZoneInfo
 
 from outreach.campaigns import QUIET_AFTER, QUIET_BEFORE, WEEKDAYS, SendWindow
-from outreach.states import STRICT_STATES, area_code_state, postal_code_state
+from outreach.plan.states import STRICT_STATES, area_code_state, postal_code_state
 
 HARD_START, HARD_END = QUIET_BEFORE, QUIET_AFTER  # whatever a campaign says
 STRICT_END = dt.time(20)

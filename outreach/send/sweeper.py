@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, select, update
 
-from outreach import status
-from outreach.db import session_scope
-from outreach.models import Message, MessageStatus, utcnow
+from outreach.listen import status
 from outreach.phones import mask
 from outreach.providers.base import Provider, ProviderMessage, RetryableError
+from outreach.store.db import session_scope
+from outreach.store.models import Message, MessageStatus, utcnow
 
 log = logging.getLogger(__name__)
 

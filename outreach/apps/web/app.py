@@ -1,7 +1,7 @@
 """The web service Twilio talks to: inbound replies, status callbacks, and a health check.
 
 Webhooks answer within milliseconds: they store what arrived and decide in a short transaction,
-shared with the other webhooks that arrived meanwhile (outreach/web/commits.py), and answer only
+shared with the other webhooks that arrived meanwhile (outreach/apps/web/commits.py), and answer only
 after it is committed; anything slow (sending an answer) goes through the outbox and the injected
 `dispatch` after the commit. With no dispatch the answers stay `queued` and the sweeper picks them up.
 """
@@ -21,15 +21,8 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, text
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from outreach.campaigns import CampaignFile
-from outreach.config import Settings, get_settings
-from outreach.db import engine_for
-from outreach.errors import UserError
-from outreach.models import utcnow
-from outreach.replies import InboundError, InboundFields, parse_inbound, store_inbound, webhook_number
-from outreach.status import apply_status
-from outreach.web.commits import GroupCommit
-from outreach.web.security import (
+from outreach.apps.web.commits import GroupCommit
+from outreach.apps.web.security import (
     FORM_TYPE,
     MAX_BODY,
     SIGNATURE_HEADER,
@@ -40,6 +33,13 @@ from outreach.web.security import (
     read_body,
     signed_form,
 )
+from outreach.campaigns import CampaignFile
+from outreach.config import Settings, get_settings
+from outreach.errors import UserError
+from outreach.listen.replies import InboundError, InboundFields, parse_inbound, store_inbound, webhook_number
+from outreach.listen.status import apply_status
+from outreach.store.db import engine_for
+from outreach.store.models import utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from outreach.db import session_scope
+from outreach.store.db import session_scope
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from sqlalchemy import ColumnElement, Select, and_, exists, func, select
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, CareGap, add_months
-from outreach.consent import number_opted_out
-from outreach.models import Patient, PatientEvent
+from outreach.listen.consent import number_opted_out
+from outreach.store.models import Patient, PatientEvent
 
 # What planning and preview need about each eligible patient (no birth date, no last name).
 ELIGIBLE_COLUMNS = (

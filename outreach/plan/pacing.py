@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import SendWindow
-from outreach.models import Message, MessageKind, MessageStatus
-from outreach.windows import next_opening
+from outreach.plan.windows import next_opening
+from outreach.store.models import Message, MessageKind, MessageStatus
 
 WEEK = dt.timedelta(days=7)
 # Statuses that never reached (and never will reach) the patient do not use up the cap.
@@ -100,7 +100,7 @@ def recipient(
     phone: str, timezone: str | None, phone_zones: str | None, postal_code: str | None, default_zone: str
 ) -> Recipient:
     """The zones and hour rules that apply to one patient's number."""
-    from outreach.windows import patient_zones, strict_hours
+    from outreach.plan.windows import patient_zones, strict_hours
 
     return Recipient(
         phone=phone,

@@ -46,8 +46,8 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the schema (Alembic)."""
-    from outreach import db as dbmod
     from outreach.config import get_settings
+    from outreach.store import db as dbmod
 
     dbmod.upgrade()
     out.print(f"schema is up to date ({_safe_url(get_settings().database_url)})")
@@ -59,7 +59,7 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-# --- patients and events (outreach/roster.py) ---------------------------------------------------
+# --- patients and events (outreach/ingest/roster.py) ---------------------------------------------------
 
 IMPORT_ERRORS_SHOWN = 50
 
@@ -99,8 +99,8 @@ def patients_import(roster: str, events_path: str | None, errors_path: str | Non
     FILE with `.events` before its suffix (errors.csv -> errors.events.csv)."""
     from pathlib import Path
 
-    from outreach.db import get_engine
-    from outreach.roster import check_events_header, import_events, import_patients
+    from outreach.ingest.roster import check_events_header, import_events, import_patients
+    from outreach.store.db import get_engine
 
     engine = get_engine()
     if events_path is not None:
@@ -123,8 +123,8 @@ def events_import(events_file: str, errors_path: str | None, as_json: bool) -> N
     """Add clinical events by mrn; events already known are left alone. Exits 1 if any row was rejected."""
     from pathlib import Path
 
-    from outreach.db import get_engine
-    from outreach.roster import import_events
+    from outreach.ingest.roster import import_events
+    from outreach.store.db import get_engine
 
     progress = err_console.is_terminal and not as_json
     result = import_events(get_engine(), Path(events_file), progress=progress)
@@ -137,7 +137,7 @@ def _finish_import(results: list[tuple[Any, Any, Any]], as_json: bool) -> None:
 
     from rich.text import Text
 
-    from outreach.roster import write_errors_csv
+    from outreach.ingest.roster import write_errors_csv
 
     for path, result, errors_path in results:
         prefix = f"{path.name}: " if len(results) > 1 else ""
@@ -167,7 +167,7 @@ def _finish_import(results: list[tuple[Any, Any, Any]], as_json: bool) -> None:
         sys.exit(1)
 
 
-# --- campaigns (outreach/campaigns.py, outreach/eligibility.py) ---------------------------------
+# --- campaigns (outreach/campaigns.py, outreach/plan/eligibility.py) ---------------------------------
 
 
 @main.group()
@@ -272,9 +272,9 @@ def campaigns_preview(campaign_id: str, on_text: str | None, as_json: bool, limi
 
     from outreach.campaigns import load_campaigns
     from outreach.config import get_settings
-    from outreach.db import session_scope
-    from outreach.eligibility import count_eligible
-    from outreach.preview import preview
+    from outreach.plan.eligibility import count_eligible
+    from outreach.plan.preview import preview
+    from outreach.store.db import session_scope
 
     settings = get_settings()
     if on_text is None:
@@ -336,7 +336,7 @@ def campaigns_preview(campaign_id: str, on_text: str | None, as_json: bool, limi
     out.print(f"{_count(count, 'patient')} eligible{more}", soft_wrap=True, markup=False)
 
 
-# --- scheduler and sending (outreach/scheduler.py, outreach/sending.py) -------------------------
+# --- scheduler and sending (outreach/plan/scheduler.py, outreach/send/batch.py) -------------------------
 
 
 @main.command("tick")
@@ -350,11 +350,11 @@ def tick_command(now_text: str | None, no_dispatch: bool, as_json: bool) -> None
     import datetime as dt
     import json
 
-    from outreach import scheduler
     from outreach.campaigns import load_campaigns
     from outreach.config import get_settings
-    from outreach.db import get_engine
-    from outreach.models import naive_utc
+    from outreach.plan import scheduler
+    from outreach.store.db import get_engine
+    from outreach.store.models import naive_utc
 
     now = None
     if now_text:
@@ -379,7 +379,7 @@ def tick_command(now_text: str | None, no_dispatch: bool, as_json: bool) -> None
         )
 
 
-# --- web (outreach/web/) -------------------------------------------------------------------------
+# --- web (outreach/apps/web/) -------------------------------------------------------------------------
 
 
 @main.command("web")
@@ -411,14 +411,14 @@ def web_command(host: str, port: int, workers: int, access_log: bool) -> None:
         uvicorn.run(app, **options)
     else:
         # Each worker process builds its own app (and engine) from this factory.
-        uvicorn.run("outreach.cli:web_app", factory=True, workers=workers, **options)
+        uvicorn.run("outreach.apps.cli:web_app", factory=True, workers=workers, **options)
 
 
 def web_app() -> Any:
     """The app `outreach web` serves: webhooks dispatching answers to the Celery workers."""
     import logging
 
-    from outreach.web.app import create_app
+    from outreach.apps.web.app import create_app
     from workers.app import check_broker
     from workers.tasks import dispatch
 
@@ -430,7 +430,7 @@ def web_app() -> Any:
     return app
 
 
-# --- care team (outreach/handoffs.py, outreach/optouts.py) --------------------------------------
+# --- care team (listen/handoffs.py, listen/optouts.py) ---------------------------------------------------
 
 _by_option = click.option(
     "--by", "by", required=True, metavar="NAME", help="Who is making the change (audited)."
@@ -475,9 +475,9 @@ def handoffs_list(open_only: bool, as_json: bool, show_numbers: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from outreach.db import session_scope
-    from outreach.handoffs import list_handoffs
+    from outreach.listen.handoffs import list_handoffs
     from outreach.phones import mask
+    from outreach.store.db import session_scope
 
     with session_scope() as session:
         rows = list_handoffs(session, open_only=open_only)
@@ -517,9 +517,9 @@ def handoffs_list(open_only: bool, as_json: bool, show_numbers: bool) -> None:
 @click.option("--note", required=True, metavar="TEXT", help="What was done (audited).")
 def handoffs_close(handoff_id: int, by: str, note: str) -> None:
     """Close an open hand-off; an unknown or already-closed ID exits 1."""
-    from outreach.db import session_scope
-    from outreach.handoffs import HandoffRefused, close_handoff
-    from outreach.models import utcnow
+    from outreach.listen.handoffs import HandoffRefused, close_handoff
+    from outreach.store.db import session_scope
+    from outreach.store.models import utcnow
 
     try:
         with session_scope() as session:
@@ -544,9 +544,9 @@ def optouts_list(as_json: bool, show_numbers: bool) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from outreach.db import session_scope
-    from outreach.optouts import list_opt_outs
+    from outreach.listen.optouts import list_opt_outs
     from outreach.phones import mask
+    from outreach.store.db import session_scope
 
     with session_scope() as session:
         rows = list_opt_outs(session)
@@ -580,10 +580,10 @@ def optouts_list(as_json: bool, show_numbers: bool) -> None:
 def optouts_add(number: str, by: str, reason: str | None) -> None:
     """Opt a number out (any format, e.g. "(617) 555-0123"); pending messages to it are canceled."""
     from outreach.config import get_settings
-    from outreach.db import session_scope
-    from outreach.models import utcnow
-    from outreach.optouts import add_opt_out
+    from outreach.listen.optouts import add_opt_out
     from outreach.phones import mask
+    from outreach.store.db import session_scope
+    from outreach.store.models import utcnow
 
     with session_scope() as session:
         change = add_opt_out(
@@ -611,10 +611,10 @@ def optouts_add(number: str, by: str, reason: str | None) -> None:
 def optouts_remove(number: str, by: str, reason: str) -> None:
     """Let texts resume to a number, with the patient's consent; a number not opted out exits 1."""
     from outreach.config import get_settings
-    from outreach.db import session_scope
-    from outreach.models import utcnow
-    from outreach.optouts import OptOutRefused, remove_opt_out
+    from outreach.listen.optouts import OptOutRefused, remove_opt_out
     from outreach.phones import mask
+    from outreach.store.db import session_scope
+    from outreach.store.models import utcnow
 
     try:
         with session_scope() as session:
@@ -638,7 +638,7 @@ def optouts_remove(number: str, by: str, reason: str) -> None:
         )
 
 
-# --- report (outreach/reports.py) ----------------------------------------------------------------
+# --- report (outreach/outcomes/funnel.py) ----------------------------------------------------------------
 
 
 def _date_option(name: str, value: str | None) -> Any:
@@ -666,8 +666,8 @@ def report_command(
     import json
 
     from outreach.campaigns import load_campaigns
-    from outreach.db import get_engine
-    from outreach.reports import funnel, print_report
+    from outreach.outcomes.funnel import funnel, print_report
+    from outreach.store.db import get_engine
 
     since = _date_option("--since", since_text)
     on = _date_option("--on", on_text)
@@ -683,7 +683,7 @@ def report_command(
         print_report(result, out)
 
 
-# --- demo (outreach/demo.py) ---------------------------------------------------------------------
+# --- demo (outreach/apps/demo.py) ---------------------------------------------------------------------
 
 
 @main.command("demo")
@@ -704,8 +704,8 @@ def demo_command(keep_dir: str | None, days: int | None, fast: bool, seed: int) 
     and the webhooks run over a simulated clock: days of a campaign in a minute or two."""
     from pathlib import Path
 
-    from outreach.demo import DEFAULT_DAYS, FAST_DAYS, run_demo
-    from outreach.reports import print_report
+    from outreach.apps.demo import DEFAULT_DAYS, FAST_DAYS, run_demo
+    from outreach.outcomes.funnel import print_report
 
     keep = Path(keep_dir).resolve() if keep_dir else None
     days = days or (FAST_DAYS if fast else DEFAULT_DAYS)

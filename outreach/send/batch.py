@@ -22,11 +22,16 @@ from typing import Any, cast
 from sqlalchemy import Engine, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from outreach import consent, status
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings
-from outreach.db import session_scope
-from outreach.models import (
+from outreach.listen import consent, status
+from outreach.phones import mask
+from outreach.plan.pacing import Pacer, recipient
+from outreach.plan.windows import is_open
+from outreach.providers.base import AmbiguousError, PermanentError, Provider, RetryableError
+from outreach.send.ratelimit import RateLimiter
+from outreach.store.db import session_scope
+from outreach.store.models import (
     Enrollment,
     Message,
     MessageKind,
@@ -34,11 +39,6 @@ from outreach.models import (
     Patient,
     utcnow,
 )
-from outreach.pacing import Pacer, recipient
-from outreach.phones import mask
-from outreach.providers.base import AmbiguousError, PermanentError, Provider, RetryableError
-from outreach.ratelimit import RateLimiter
-from outreach.windows import is_open
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ class _Ledger:
     """Accepted rows waiting to be recorded, and recorded SIDs waiting for early status callbacks.
 
     A status callback can arrive before its SID is recorded; it is then kept as unmatched
-    (outreach.status). Looking for those in a *later* transaction than the one that recorded the
+    (outreach.listen.status). Looking for those in a *later* transaction than the one that recorded the
     SID sees every callback committed in between; the sweeper's `reapply_recent` covers the rest.
     """
 

@@ -6,7 +6,7 @@ exceed it, and a missing or wrong X-Twilio-Signature is refused before any field
 
 The checks work on the raw ASGI request (scope, receive), not on a framework's request object: the
 webhooks are the service's hot path, and they are served without the framework's per-request layers
-(see outreach/web/app.py).
+(see outreach/apps/web/app.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Outcomes: the funnel figures (targeted to activated) that the report and the workspace show."""
