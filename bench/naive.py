@@ -22,7 +22,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from twilio.rest import Client
 
-from outreach.store.models import Message, MessageStatus, utcnow
+from outreach.clock import utcnow
+from outreach.store.models import Message, MessageStatus
 
 QUEUE = "naive"
 TASK = "bench.naive_send"

@@ -16,11 +16,11 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from outreach.campaigns import CampaignFile, load_campaigns
+from outreach.clock import utcnow
 from outreach.config import Settings, get_settings
 from outreach.providers.base import Provider
 from outreach.send.ratelimit import RateLimiter, limiter_for
 from outreach.store.db import engine_for
-from outreach.store.models import utcnow
 
 
 @dataclass

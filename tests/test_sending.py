@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile
+from outreach.clock import utcnow
 from outreach.config import Settings, get_settings
 from outreach.listen import status
 from outreach.listen.consent import is_opted_out, record_opt_out
@@ -23,7 +24,7 @@ from outreach.sandbox.state import SandboxConfig
 from outreach.send import batch, sweeper
 from outreach.send.ratelimit import LocalRateLimiter, NoLimit, RateLimiter
 from outreach.store.db import session_scope
-from outreach.store.models import Message, MessageStatus, utcnow
+from outreach.store.models import Message, MessageStatus
 from tests.factories import add_patient, campaign
 
 NOW = dt.datetime(2026, 11, 23, 14, 0)  # Monday 09:00 in New York

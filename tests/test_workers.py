@@ -18,6 +18,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import load_campaigns
+from outreach.clock import utcnow
 from outreach.config import get_settings
 from outreach.plan import scheduler
 from outreach.providers.twilio import TwilioProvider
@@ -25,7 +26,7 @@ from outreach.sandbox.server import SandboxServer
 from outreach.sandbox.state import SandboxConfig
 from outreach.send import sweeper
 from outreach.store.db import get_engine, session_scope
-from outreach.store.models import Message, MessageStatus, utcnow
+from outreach.store.models import Message, MessageStatus
 from tests.factories import add_patient
 from tests.workers_harness import wait_until, worker_processes
 

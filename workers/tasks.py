@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from outreach.clock import naive_utc
 from outreach.plan import scheduler
 from outreach.runtime import get_runtime
 from outreach.send import batch, sweeper
-from outreach.store.models import naive_utc
 from workers.app import app
 
 

@@ -12,7 +12,9 @@ from typing import Any
 import click
 from rich.console import Console
 
+from outreach.clock import clinic_time, clinic_today
 from outreach.errors import UserError
+from outreach.send.dispatch import Dispatch
 
 err_console = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -278,7 +280,7 @@ def campaigns_preview(campaign_id: str, on_text: str | None, as_json: bool, limi
 
     settings = get_settings()
     if on_text is None:
-        on = dt.datetime.now(ZoneInfo(settings.default_timezone)).date()
+        on = clinic_today(settings.default_timezone)
     else:
         try:
             on = dt.date.fromisoformat(on_text)
@@ -351,10 +353,10 @@ def tick_command(now_text: str | None, no_dispatch: bool, as_json: bool) -> None
     import json
 
     from outreach.campaigns import load_campaigns
+    from outreach.clock import naive_utc
     from outreach.config import get_settings
     from outreach.plan import scheduler
     from outreach.store.db import get_engine
-    from outreach.store.models import naive_utc
 
     now = None
     if now_text:
@@ -364,7 +366,7 @@ def tick_command(now_text: str | None, no_dispatch: bool, as_json: bool) -> None
             raise UserError(
                 f"--now: {now_text!r} is not an ISO date-time (e.g. 2026-11-23T14:00:00Z)"
             ) from None
-    dispatch: scheduler.Dispatch | None = None
+    dispatch: Dispatch | None = None
     if not no_dispatch:
         from workers.tasks import dispatch
     settings = get_settings()
@@ -450,13 +452,9 @@ def _refused(exc: UserError) -> click.exceptions.Exit:
 
 def _local(value: Any) -> str:
     """A stored naive-UTC time in OUTREACH_DEFAULT_TIMEZONE, for tables people read."""
-    import datetime as dt
-    from zoneinfo import ZoneInfo
-
     from outreach.config import get_settings
 
-    zone = ZoneInfo(get_settings().default_timezone)
-    return str(value.replace(tzinfo=dt.UTC).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z"))
+    return clinic_time(get_settings().default_timezone, value).strftime("%Y-%m-%d %H:%M %Z")
 
 
 @main.group()
@@ -517,9 +515,9 @@ def handoffs_list(open_only: bool, as_json: bool, show_numbers: bool) -> None:
 @click.option("--note", required=True, metavar="TEXT", help="What was done (audited).")
 def handoffs_close(handoff_id: int, by: str, note: str) -> None:
     """Close an open hand-off; an unknown or already-closed ID exits 1."""
+    from outreach.clock import utcnow
     from outreach.listen.handoffs import HandoffRefused, close_handoff
     from outreach.store.db import session_scope
-    from outreach.store.models import utcnow
 
     try:
         with session_scope() as session:
@@ -579,11 +577,11 @@ def optouts_list(as_json: bool, show_numbers: bool) -> None:
 @click.option("--reason", metavar="TEXT", help="How the patient asked (audited).")
 def optouts_add(number: str, by: str, reason: str | None) -> None:
     """Opt a number out (any format, e.g. "(617) 555-0123"); pending messages to it are canceled."""
+    from outreach.clock import utcnow
     from outreach.config import get_settings
     from outreach.listen.optouts import add_opt_out
     from outreach.phones import mask
     from outreach.store.db import session_scope
-    from outreach.store.models import utcnow
 
     with session_scope() as session:
         change = add_opt_out(
@@ -610,11 +608,11 @@ def optouts_add(number: str, by: str, reason: str | None) -> None:
 )
 def optouts_remove(number: str, by: str, reason: str) -> None:
     """Let texts resume to a number, with the patient's consent; a number not opted out exits 1."""
+    from outreach.clock import utcnow
     from outreach.config import get_settings
     from outreach.listen.optouts import OptOutRefused, remove_opt_out
     from outreach.phones import mask
     from outreach.store.db import session_scope
-    from outreach.store.models import utcnow
 
     try:
         with session_scope() as session:

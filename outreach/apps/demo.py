@@ -20,7 +20,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -37,6 +37,7 @@ from outreach.errors import UserError
 from outreach.outcomes.funnel import FunnelReport, funnel
 from outreach.sandbox import SandboxConfig, SandboxServer
 from outreach.sandbox.patients import PatientsConfig, SimulatedPatients
+from outreach.send.dispatch import Dispatch
 from outreach.store.db import session_scope
 from outreach.store.models import (
     Enrollment,
@@ -63,7 +64,6 @@ DEMO_AUTH_TOKEN = "outreach-demo-token"
 DEMO_FROM = "+16175550190"
 DEMO_CLINIC = ("Riverside Health", "(617) 555-0199")
 
-Dispatch = Callable[[Sequence[int]], None]
 SETTLE_TIMEOUT_S = 30.0
 POLL_S = 0.02
 NUDGE_S = 0.25

@@ -20,7 +20,7 @@ from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import available_timezones
 
 from sqlalchemy import (
     Connection,
@@ -35,11 +35,12 @@ from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 
 from outreach.campaigns import EVENT_KINDS
+from outreach.clock import clinic_today, utcnow
 from outreach.config import Settings, get_settings
 from outreach.errors import UserError
 from outreach.ingest.csvfile import CsvFile, RowError, write_errors_csv
 from outreach.phones import Phone, PhoneError, parse_phone
-from outreach.store.models import Patient, PatientEvent, utcnow
+from outreach.store.models import Patient, PatientEvent
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -684,7 +685,7 @@ def _notes(csvfile: CsvFile) -> list[str]:
 
 def _local_today(settings: Settings) -> dt.date:
     """Dates "in the future" are judged by the clinic's calendar, not the server's UTC one."""
-    return dt.datetime.now(ZoneInfo(settings.default_timezone)).date()
+    return clinic_today(settings.default_timezone)
 
 
 def import_patients(

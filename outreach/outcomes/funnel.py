@@ -65,7 +65,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeAlias
-from zoneinfo import ZoneInfo
 
 from rich import box
 from rich.console import Console
@@ -75,6 +74,7 @@ from sqlalchemy import ColumnElement, Engine, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile
+from outreach.clock import clinic_today
 from outreach.errors import UserError
 from outreach.plan.eligibility import count_eligible
 from outreach.store.db import session_scope
@@ -243,7 +243,7 @@ def funnel(
     if on is None:
         from outreach.config import get_settings
 
-        on = dt.datetime.now(ZoneInfo(get_settings().default_timezone)).date()
+        on = clinic_today(get_settings().default_timezone)
     with session_scope(engine) as session:
         names = {cid: name for cid, name in session.execute(select(Campaign.id, Campaign.name))}
         names |= {cid: c.name for cid, c in files.items()}

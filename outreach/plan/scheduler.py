@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,25 +19,18 @@ from sqlalchemy import Engine, and_, exists, func, literal, select, text, update
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, render
+from outreach.clock import clinic_today, utcnow
 from outreach.config import Settings
 from outreach.listen.consent import number_opted_out
 from outreach.plan.eligibility import eligible_patients
 from outreach.plan.pacing import Pacer, recipient
 from outreach.segments import count_segments
+from outreach.send.dispatch import Dispatch
 from outreach.store.db import insert_for, rowcount, session_scope
-from outreach.store.models import (
-    Campaign,
-    Enrollment,
-    Message,
-    MessageKind,
-    MessageStatus,
-    Patient,
-    utcnow,
-)
+from outreach.store.models import Campaign, Enrollment, Message, MessageKind, MessageStatus, Patient
 
 log = logging.getLogger(__name__)
 
-Dispatch = Callable[[Sequence[int]], None]
 ENQUEUE_CHUNK = 20  # ids per Celery task: big enough to amortize a task, small enough to spread
 
 
@@ -60,7 +52,7 @@ class TickResult:
 
 def planning_day(now: dt.datetime, settings: Settings) -> dt.date:
     """Campaign days (ages, look-backs, step offsets) are counted in the clinic's zone."""
-    return now.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(settings.default_timezone)).date()
+    return clinic_today(settings.default_timezone, now)
 
 
 def tick(

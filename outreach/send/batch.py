@@ -23,6 +23,7 @@ from sqlalchemy import Engine, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile
+from outreach.clock import Clock, utcnow
 from outreach.config import Settings
 from outreach.listen import consent, status
 from outreach.phones import mask
@@ -31,14 +32,7 @@ from outreach.plan.windows import is_open
 from outreach.providers.base import AmbiguousError, PermanentError, Provider, RetryableError
 from outreach.send.ratelimit import RateLimiter
 from outreach.store.db import session_scope
-from outreach.store.models import (
-    Enrollment,
-    Message,
-    MessageKind,
-    MessageStatus,
-    Patient,
-    utcnow,
-)
+from outreach.store.models import Enrollment, Message, MessageKind, MessageStatus, Patient
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +46,6 @@ RECORD_WITHIN = dt.timedelta(seconds=1)  # an accepted row is recorded at most t
 CONSENT_FRESH_S = 1.0  # a row whose opt-out check is older than this (waiting for tokens) is checked again
 # Twilio codes that mean the number itself refuses our texts: record an opt-out for it.
 OPT_OUT_CODES = frozenset({21610})
-Clock = Callable[[], dt.datetime]
 
 
 @dataclass

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, select, update
 
+from outreach.clock import utcnow
 from outreach.listen import status
 from outreach.phones import mask
 from outreach.providers.base import Provider, ProviderMessage, RetryableError
+from outreach.send.dispatch import Dispatch
 from outreach.store.db import session_scope
-from outreach.store.models import Message, MessageStatus, utcnow
+from outreach.store.models import Message, MessageStatus
 
 log = logging.getLogger(__name__)
 
-Dispatch = Callable[[Sequence[int]], None]
 QUEUED_TOO_LONG = dt.timedelta(minutes=5)
 SENDING_TOO_LONG = dt.timedelta(minutes=2)  # well past the provider client's HTTP timeout
 UNKNOWN_GIVE_UP = dt.timedelta(minutes=10)  # past this, a message the provider lacks never will exist

@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from outreach.clock import utcnow
+
 # Stable constraint names so Alembic migrations are identical on SQLite and PostgreSQL.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -35,16 +37,6 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-
-
-def utcnow() -> dt.datetime:
-    """Timestamps are stored as naive UTC so SQLite and PostgreSQL compare them the same way."""
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def naive_utc(value: dt.datetime) -> dt.datetime:
-    """An aware datetime as naive UTC; a naive one is taken to be UTC already."""
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
 
 
 class Sex(enum.StrEnum):

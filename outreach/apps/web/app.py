@@ -9,7 +9,6 @@ after it is committed; anything slow (sending an answer) goes through the outbox
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -34,18 +33,17 @@ from outreach.apps.web.security import (
     signed_form,
 )
 from outreach.campaigns import CampaignFile
+from outreach.clock import Clock, utcnow
 from outreach.config import Settings, get_settings
 from outreach.errors import UserError
 from outreach.listen.replies import InboundError, InboundFields, parse_inbound, store_inbound, webhook_number
 from outreach.listen.status import apply_status
+from outreach.send.dispatch import Dispatch
 from outreach.store.db import engine_for
-from outreach.store.models import utcnow
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-Dispatch = Callable[[Sequence[int]], None]
-Clock = Callable[[], dt.datetime]
 IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
 
 
