@@ -56,24 +56,40 @@ def test_status_callbacks_are_signed_and_in_order(
 ) -> None:
     answer = _create(sandbox, To=PATIENT, From=SENDER, Body="hello", StatusCallback=webhook_receiver.url())
     assert answer.status_code == 201
+    assert answer.json()["status"] == "queued"
     sid = answer.json()["sid"]
 
-    received = webhook_receiver.wait(3)
+    # No callback for the status the message was created with: the create answer carried it.
+    received = webhook_receiver.wait(2)
     _assert_signed(sandbox, received)
-    assert [r.params["MessageStatus"] for r in received] == ["queued", "sent", "delivered"]
+    assert [r.params["MessageStatus"] for r in received] == ["sent", "delivered"]
+    fetched = _client(sandbox).messages(sid).fetch()
     assert received[-1].params == {
         "AccountSid": sandbox.account_sid,
         "ApiVersion": "2010-04-01",
         "From": SENDER,
         "MessageSid": sid,
         "MessageStatus": "delivered",
+        "RawDlrDoneDate": fetched.date_updated.astimezone(dt.UTC).strftime("%y%m%d%H%M"),
         "SmsSid": sid,
         "SmsStatus": "delivered",
         "To": PATIENT,
     }
-    fetched = _client(sandbox).messages(sid).fetch()
+    assert "RawDlrDoneDate" not in received[0].params  # a "sent" has no delivery receipt yet
     assert (fetched.status, fetched.error_code, fetched.date_sent is not None) == ("delivered", None, True)
-    assert sandbox.stats()["counters"]["status_callbacks_ok"] == 3
+    assert sandbox.stats()["counters"]["status_callbacks_ok"] == 2
+    assert webhook_receiver.received.empty()
+
+
+def test_raw_dlr_done_date_is_twilios_minute_stamp_in_utc(
+    sandbox: SandboxServer, webhook_receiver: WebhookReceiver
+) -> None:
+    before = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    _create(sandbox, To=PATIENT, From=SENDER, Body="hello", StatusCallback=webhook_receiver.url())
+    stamp = webhook_receiver.wait(2)[-1].params["RawDlrDoneDate"]
+    after = dt.datetime.now(dt.UTC)
+    assert re.fullmatch(r"\d{10}", stamp)  # YYMMDDhhmm
+    assert before <= dt.datetime.strptime(stamp, "%y%m%d%H%M").replace(tzinfo=dt.UTC) <= after
 
 
 def test_undelivered_and_failed_outcomes_carry_real_error_codes(
@@ -84,24 +100,23 @@ def test_undelivered_and_failed_outcomes_carry_real_error_codes(
         outcomes={landline: {"error_code": 30006}, filtered: {"status": "failed", "error_code": 30007}}
     )
     first = _create(sandbox, To=landline, From=SENDER, Body="a", StatusCallback=webhook_receiver.url("/one"))
-    received = webhook_receiver.wait(3)
+    received = webhook_receiver.wait(2)
     assert [(r.params["MessageStatus"], r.params.get("ErrorCode")) for r in received] == [
-        ("queued", None),
         ("sent", None),
         ("undelivered", "30006"),
     ]
+    assert re.fullmatch(r"\d{10}", received[-1].params["RawDlrDoneDate"])  # the carrier's receipt
     _assert_signed(sandbox, received)
 
     second = _create(sandbox, To=filtered, From=SENDER, Body="b", StatusCallback=webhook_receiver.url("/two"))
-    received = webhook_receiver.wait(2)
-    assert [(r.params["MessageStatus"], r.params.get("ErrorCode")) for r in received] == [
-        ("queued", None),
-        ("failed", "30007"),
-    ]
+    [failed_callback] = webhook_receiver.wait(1)
+    assert (failed_callback.params["MessageStatus"], failed_callback.params["ErrorCode"]) == ("failed", "30007")
+    assert "RawDlrDoneDate" not in failed_callback.params  # never reached a carrier
     client = _client(sandbox)
     assert client.messages(first.json()["sid"]).fetch().error_code == 30006
     failed = client.messages(second.json()["sid"]).fetch()
     assert (failed.status, failed.error_code, failed.error_message) == ("failed", 30007, "Message filtered")
+    assert webhook_receiver.received.empty()
 
 
 def test_messaging_service_message_is_accepted_then_gets_a_sender(
@@ -116,6 +131,7 @@ def test_messaging_service_message_is_accepted_then_gets_a_sender(
     )
     created = answer.json()
     assert (created["status"], created["from"], created["num_segments"]) == ("accepted", None, "0")
+    # Created "accepted" (no callback for that); the move to "queued" is a change, so it gets one.
     received = webhook_receiver.wait(3)
     assert [r.params["MessageStatus"] for r in received] == ["queued", "sent", "delivered"]
     assert {r.params["MessagingServiceSid"] for r in received} == {SERVICE_SID}
@@ -130,11 +146,9 @@ def test_an_expired_validity_period_fails_the_message(
     _create(
         sandbox, To=PATIENT, From=SENDER, Body="a", ValidityPeriod="1", StatusCallback=webhook_receiver.url()
     )
-    received = webhook_receiver.wait(2)
-    assert [(r.params["MessageStatus"], r.params.get("ErrorCode")) for r in received] == [
-        ("queued", None),
-        ("failed", "30036"),
-    ]
+    [received] = webhook_receiver.wait(1)
+    assert (received.params["MessageStatus"], received.params["ErrorCode"]) == ("failed", "30036")
+    assert sandbox.messages()[0]["history"] == ["queued", "failed"]
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ signs them, so the webhook's signature check is exercised for real.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 
 import aiohttp
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # Twilio's final outcomes: "failed" never left Twilio, "undelivered" was sent but not delivered.
 _FAILED_BEFORE_SENDING = "failed"
+# Outcomes a carrier reports in a delivery receipt (DLR): their callbacks carry RawDlrDoneDate.
+_DLR_STATUSES = frozenset({"delivered", "undelivered"})
 
 
 class Lifecycle:
@@ -47,11 +50,13 @@ class Lifecycle:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, message: SandboxMessage) -> None:
+        # No callback for the status a message is created with (queued, or accepted through a
+        # Messaging Service): the create answer carries it. Every later change gets one.
         cfg = self.state.config
         outcome = cfg.outcomes.get(message.to)
         if message.status == "accepted":
             await asyncio.sleep(cfg.queued_after_s)
-        await self._step(message, "queued")
+            await self._step(message, "queued")
         if message.validity_period is not None and cfg.sent_after_s > message.validity_period:
             await asyncio.sleep(message.validity_period)
             await self._step(message, "failed", 30036)
@@ -69,10 +74,7 @@ class Lifecycle:
         await self._replies(message)
 
     async def _step(self, message: SandboxMessage, status: str, error_code: int | None = None) -> None:
-        if status == "queued" and message.status == "queued":
-            updated: SandboxMessage | None = message  # created queued: only the callback is due
-        else:
-            updated = self.state.advance(message.sid, status, error_code)
+        updated = self.state.advance(message.sid, status, error_code)
         if updated is None or not message.status_callback:
             return
         params = {
@@ -89,6 +91,9 @@ class Lifecycle:
             params["MessagingServiceSid"] = message.messaging_service_sid
         if error_code is not None:
             params["ErrorCode"] = str(error_code)
+        if status in _DLR_STATUSES:
+            # The carrier's delivery receipt "done date", minute precision (YYMMDDhhmm); UTC here.
+            params["RawDlrDoneDate"] = updated.date_updated.astimezone(dt.UTC).strftime("%y%m%d%H%M")
         await self.post_signed(message.status_callback, params, kind="status")
 
     async def _replies(self, message: SandboxMessage) -> None:
