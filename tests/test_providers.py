@@ -46,8 +46,8 @@ def test_create_fetch_and_list_through_the_official_client(
     assert SID.match(sent.sid)
     assert (sent.to, sent.status, sent.error_code, sent.num_segments) == (PATIENT, "queued", None, 1)
     assert sent.date_created is not None and sent.date_created >= before.replace(microsecond=0)
-    statuses = [r.params["MessageStatus"] for r in webhook_receiver.wait(3)]
-    assert statuses == ["queued", "sent", "delivered"]
+    statuses = [r.params["MessageStatus"] for r in webhook_receiver.wait(2)]
+    assert statuses == ["sent", "delivered"]  # Twilio posts no callback for the initial "queued"
     assert provider.fetch(sent.sid).status == "delivered"
     assert [m.sid for m in provider.list_to(PATIENT, since=before)] == [sent.sid]
     assert provider.list_to("+16175550199", since=before) == []
