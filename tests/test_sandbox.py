@@ -110,7 +110,10 @@ def test_undelivered_and_failed_outcomes_carry_real_error_codes(
 
     second = _create(sandbox, To=filtered, From=SENDER, Body="b", StatusCallback=webhook_receiver.url("/two"))
     [failed_callback] = webhook_receiver.wait(1)
-    assert (failed_callback.params["MessageStatus"], failed_callback.params["ErrorCode"]) == ("failed", "30007")
+    assert (failed_callback.params["MessageStatus"], failed_callback.params["ErrorCode"]) == (
+        "failed",
+        "30007",
+    )
     assert "RawDlrDoneDate" not in failed_callback.params  # never reached a carrier
     client = _client(sandbox)
     assert client.messages(first.json()["sid"]).fetch().error_code == 30006
@@ -335,6 +338,63 @@ def test_reply_planner_posts_signed_inbound_webhooks(
     assert re.match(r"^SM[0-9a-f]{32}$", reply.params["MessageSid"]) and reply.params["MessageSid"] != sid
     _assert_signed(sandbox, [reply])
     assert sandbox.inbound() == [reply.params]
+    assert "OptOutType" not in reply.params  # Advanced Opt-Out is off by default
+
+
+def test_inbound_webhooks_carry_twilios_geographic_fields(
+    sandbox: SandboxServer, webhook_receiver: WebhookReceiver
+) -> None:
+    new_yorker, londoner = "+12125550143", "+442071838750"
+    sandbox.state.replies = lambda message: [PlannedReply(after_s=0, body="YES")]
+    sandbox.configure(inbound_url=webhook_receiver.url("/twilio/inbound"))
+    for number in (PATIENT, new_yorker, londoner):
+        _create(sandbox, To=number, From=SENDER, Body="Reply YES for a kit")
+    received = webhook_receiver.wait(3)
+    replies = {r.params["From"]: r.params for r in received}
+
+    # All eight, always: empty where unknown (no ZIP; a 617 number names only its state), the
+    # country from the number. Twilio's magic test sender is a US number in no particular place.
+    geo = ("City", "State", "Zip", "Country")
+    assert {f"From{k}": replies[PATIENT][f"From{k}"] for k in geo} == {
+        "FromCity": "",
+        "FromState": "MA",
+        "FromZip": "",
+        "FromCountry": "US",
+    }
+    assert {f"From{k}": replies[new_yorker][f"From{k}"] for k in geo} == {
+        "FromCity": "NEW YORK",
+        "FromState": "NY",
+        "FromZip": "",
+        "FromCountry": "US",
+    }
+    assert {f"From{k}": replies[londoner][f"From{k}"] for k in geo} == {
+        "FromCity": "",
+        "FromState": "",
+        "FromZip": "",
+        "FromCountry": "GB",
+    }
+    for params in replies.values():
+        assert {f"To{k}": params[f"To{k}"] for k in geo} == {
+            "ToCity": "",
+            "ToState": "",
+            "ToZip": "",
+            "ToCountry": "US",
+        }
+    _assert_signed(sandbox, received)
+
+
+def test_every_webhook_carries_its_own_idempotency_token_outside_the_signature(
+    sandbox: SandboxServer, webhook_receiver: WebhookReceiver
+) -> None:
+    sandbox.state.replies = lambda message: [PlannedReply(after_s=0, body="YES")]
+    sandbox.configure(inbound_url=webhook_receiver.url("/twilio/inbound"))
+    _create(sandbox, To=PATIENT, From=SENDER, Body="Reply YES", StatusCallback=webhook_receiver.url())
+    received = webhook_receiver.wait(3)  # sent, delivered, then the reply
+
+    assert sorted(r.url.rsplit("/", 1)[1] for r in received) == ["inbound", "status", "status"]
+    tokens = [r.headers["i-twilio-idempotency-token"] for r in received]
+    assert all(tokens) and len(set(tokens)) == 3
+    _assert_signed(sandbox, received)  # the header is not part of what Twilio signs
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import uuid
 
 import aiohttp
+import phonenumbers
+from phonenumbers import geocoder
 from twilio.request_validator import RequestValidator
 
 from outreach.phones import mask
@@ -119,6 +122,7 @@ class Lifecycle:
             }
             if message.messaging_service_sid:
                 params["MessagingServiceSid"] = message.messaging_service_sid
+            params |= geography("From", message.to) | geography("To", message.from_ or "")
             self.state.record_inbound(params)
             await self.post_signed(url, params, kind="inbound")
 
@@ -126,7 +130,12 @@ class Lifecycle:
         """POST form `params` to `url` with X-Twilio-Signature; Twilio does not retry, neither do we."""
         assert self._session is not None, "Lifecycle.start() was not awaited"
         signature = RequestValidator(self.state.auth_token).compute_signature(url, params)
-        headers = {"X-Twilio-Signature": signature, "User-Agent": "TwilioProxy/1.1 (outreach sandbox)"}
+        headers = {
+            "X-Twilio-Signature": signature,
+            # Unique per webhook request (a retry would repeat it); headers are not signed.
+            "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
+            "User-Agent": "TwilioProxy/1.1 (outreach sandbox)",
+        }
         try:
             async with self._session.post(url, data=params, headers=headers) as response:
                 await response.read()
@@ -138,3 +147,43 @@ class Lifecycle:
             ok = False
         self.state.count(f"{kind}_callbacks_{'ok' if ok else 'failed'}")
         return ok
+
+
+def geography(side: str, number: str) -> dict[str, str]:
+    """Twilio's look-up of where a number is, as `{side}City/State/Zip/Country` (side: From or To).
+
+    Twilio sends all four, empty where it knows nothing. Here the country comes from the number and,
+    for US numbers, the city and state from phonenumbers' area-code data ("New York, NY" gives both,
+    "Massachusetts" only the state); the sandbox never knows a ZIP code.
+    """
+    city = state = country = ""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        parsed = None
+    if parsed is not None and phonenumbers.is_valid_number(parsed):
+        country = phonenumbers.region_code_for_number(parsed) or ""
+        if country == "US":
+            place = geocoder.description_for_number(parsed, "en")
+            named_city, _, abbreviation = place.rpartition(", ")
+            if named_city and abbreviation in _US_STATE_CODES:
+                city, state = named_city.upper(), abbreviation
+            else:
+                state = _US_STATES.get(place, "")
+    return {f"{side}City": city, f"{side}State": state, f"{side}Zip": "", f"{side}Country": country}
+
+
+_US_STATES = {
+    "Alabama": "AL", "Alaska": "AK", "Arizona": "AZ", "Arkansas": "AR", "California": "CA",
+    "Colorado": "CO", "Connecticut": "CT", "Delaware": "DE", "Florida": "FL", "Georgia": "GA",
+    "Hawaii": "HI", "Idaho": "ID", "Illinois": "IL", "Indiana": "IN", "Iowa": "IA", "Kansas": "KS",
+    "Kentucky": "KY", "Louisiana": "LA", "Maine": "ME", "Maryland": "MD", "Massachusetts": "MA",
+    "Michigan": "MI", "Minnesota": "MN", "Mississippi": "MS", "Missouri": "MO", "Montana": "MT",
+    "Nebraska": "NE", "Nevada": "NV", "New Hampshire": "NH", "New Jersey": "NJ", "New Mexico": "NM",
+    "New York": "NY", "North Carolina": "NC", "North Dakota": "ND", "Ohio": "OH", "Oklahoma": "OK",
+    "Oregon": "OR", "Pennsylvania": "PA", "Rhode Island": "RI", "South Carolina": "SC",
+    "South Dakota": "SD", "Tennessee": "TN", "Texas": "TX", "Utah": "UT", "Vermont": "VT",
+    "Virginia": "VA", "Washington": "WA", "West Virginia": "WV", "Wisconsin": "WI", "Wyoming": "WY",
+    "Washington State": "WA", "Washington D.C.": "DC", "Washington DC": "DC", "District of Columbia": "DC",
+}  # fmt: skip
+_US_STATE_CODES = frozenset(_US_STATES.values())
