@@ -383,6 +383,71 @@ def test_inbound_webhooks_carry_twilios_geographic_fields(
     _assert_signed(sandbox, received)
 
 
+def _replies_with_opt_out_type(
+    sandbox: SandboxServer, webhook_receiver: WebhookReceiver, bodies: Sequence[str]
+) -> dict[str, str | None]:
+    """Each body in `bodies` sent back by its own patient; the OptOutType each reply carried."""
+    numbers = {f"+161755502{i:02d}": body for i, body in enumerate(bodies)}
+    sandbox.state.replies = lambda message: [PlannedReply(after_s=0, body=numbers[message.to])]
+    sandbox.configure(inbound_url=webhook_receiver.url("/twilio/inbound"))
+    for number in numbers:
+        _create(sandbox, To=number, From=SENDER, Body="Reply YES for a kit")
+    received = webhook_receiver.wait(len(numbers))
+    _assert_signed(sandbox, received)  # OptOutType is signed like every other parameter
+    return {r.params["Body"]: r.params.get("OptOutType") for r in received}
+
+
+def test_advanced_opt_out_adds_opt_out_type_for_a_reply_that_is_one_keyword(
+    sandbox: SandboxServer, webhook_receiver: WebhookReceiver
+) -> None:
+    turned_on = requests.post(f"{sandbox.url}/_sandbox/config", json={"advanced_opt_out": True}, timeout=10)
+    assert turned_on.status_code == 200 and turned_on.json()["opt_out_keywords"]["REMOVE"] == "STOP"
+    bodies = ["STOP", "stop", " Unsubscribe. ", "Remove", "start", "YES", "unstop", "HELP", "info"]
+    bodies += ["STOP please", "please stop texting me", "Call me", "", "👍"]
+
+    assert _replies_with_opt_out_type(sandbox, webhook_receiver, bodies) == {
+        "STOP": "STOP",
+        "stop": "STOP",
+        " Unsubscribe. ": "STOP",
+        "Remove": "STOP",  # the custom word: only Twilio knows it is an opt-out
+        "start": "START",
+        "YES": "START",
+        "unstop": "START",
+        "HELP": "HELP",
+        "info": "HELP",
+        "STOP please": None,  # a keyword among other words is not one (Twilio: single-word messages)
+        "please stop texting me": None,
+        "Call me": None,
+        "": None,
+        "👍": None,
+    }
+
+
+def test_advanced_opt_out_keywords_are_configurable_and_absent_when_it_is_off(
+    sandbox: SandboxServer, webhook_receiver: WebhookReceiver
+) -> None:
+    assert _replies_with_opt_out_type(sandbox, webhook_receiver, ["STOP", "HELP"]) == {
+        "STOP": None,
+        "HELP": None,
+    }
+    sandbox.reset()
+    changed = requests.post(
+        f"{sandbox.url}/_sandbox/config",
+        json={"advanced_opt_out": True, "opt_out_keywords": {"basta": "stop", "AYUDA": "help"}},
+        timeout=10,
+    )
+    assert changed.json()["opt_out_keywords"] == {"BASTA": "STOP", "AYUDA": "HELP"}
+    assert _replies_with_opt_out_type(sandbox, webhook_receiver, ["Basta", "ayuda", "STOP"]) == {
+        "Basta": "STOP",
+        "ayuda": "HELP",
+        "STOP": None,  # the map replaces Twilio's defaults
+    }
+    for bad in ({"NO MORE": "STOP"}, {"QUIT": "MAYBE"}):
+        refused = requests.post(f"{sandbox.url}/_sandbox/config", json={"opt_out_keywords": bad}, timeout=10)
+        assert refused.status_code == 422
+    assert sandbox.state.config.opt_out_keywords == {"BASTA": "STOP", "AYUDA": "HELP"}
+
+
 def test_every_webhook_carries_its_own_idempotency_token_outside_the_signature(
     sandbox: SandboxServer, webhook_receiver: WebhookReceiver
 ) -> None:

@@ -123,6 +123,9 @@ class Lifecycle:
             if message.messaging_service_sid:
                 params["MessagingServiceSid"] = message.messaging_service_sid
             params |= geography("From", message.to) | geography("To", message.from_ or "")
+            opt_out_type = self.state.config.opt_out_type(reply.body)
+            if opt_out_type is not None:  # Advanced Opt-Out on and the reply is one of its keywords
+                params["OptOutType"] = opt_out_type
             self.state.record_inbound(params)
             await self.post_signed(url, params, kind="inbound")
 

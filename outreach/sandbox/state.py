@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import secrets
+import string
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -33,6 +34,17 @@ MAGIC_REJECTS: dict[str, int] = {
 }
 
 Fault = Literal["429", "500", "timeout"]
+OptOutType = Literal["STOP", "START", "HELP"]
+
+# Twilio's default Advanced Opt-Out keyword families, plus one custom opt-out word of the kind a
+# clinic configures in the Messaging Service (REMOVE), so tests meet a word only Twilio knows.
+ADVANCED_OPT_OUT_KEYWORDS: dict[str, OptOutType] = {
+    **dict.fromkeys(
+        ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "REMOVE"), "STOP"
+    ),
+    **dict.fromkeys(("START", "YES", "UNSTOP"), "START"),
+    **dict.fromkeys(("HELP", "INFO"), "HELP"),
+}
 # Status only moves forward, as on Twilio: a late step never overwrites a final one.
 _ORDER = {"accepted": 0, "queued": 1, "sending": 2, "sent": 3, "delivered": 4, "undelivered": 4, "failed": 4}
 
@@ -77,6 +89,13 @@ class SandboxConfig(BaseModel):
     delivered_after_s: float = Field(0.05, ge=0, description="sent -> delivered/undelivered")
     service_from: str = "+15005550006"
     inbound_url: str | None = Field(None, description="where simulated replies are posted")
+    advanced_opt_out: bool = Field(
+        False, description="Advanced Opt-Out on: replies that are one keyword carry OptOutType"
+    )
+    opt_out_keywords: dict[str, OptOutType] = Field(
+        default_factory=lambda: dict(ADVANCED_OPT_OUT_KEYWORDS),
+        description="keyword -> OptOutType (STOP, START or HELP) when advanced_opt_out is on",
+    )
     seed: int | None = None
 
     @field_validator("reject", "outcomes", mode="before")
@@ -85,6 +104,27 @@ class SandboxConfig(BaseModel):
         if not isinstance(value, dict):
             return value
         return {normalize_number(str(k)) or str(k): v for k, v in value.items()}
+
+    @field_validator("opt_out_keywords", mode="before")
+    @classmethod
+    def _keywords(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        keywords = {}
+        for word, kind in value.items():
+            key = str(word).strip().upper()
+            if not key or any(c.isspace() for c in key):
+                raise ValueError(f"{word!r}: a keyword is one word")
+            keywords[key] = str(kind).upper() if isinstance(kind, str) else kind
+        return keywords
+
+    def opt_out_type(self, body: str) -> OptOutType | None:
+        """Twilio's OptOutType for an inbound `body`: only a message that is one keyword (any case,
+        surrounding spaces and punctuation ignored) counts, and only with Advanced Opt-Out on."""
+        if not self.advanced_opt_out:
+            return None
+        word = body.strip().strip(string.punctuation + " ").upper()
+        return self.opt_out_keywords.get(word)
 
     @model_validator(mode="after")
     def _probabilities(self) -> SandboxConfig:
