@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 from click.testing import CliRunner
+from twilio.base.exceptions import TwilioRestException
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from outreach.apps.cli import main
 from outreach.sandbox import PlannedReply, SandboxConfig, SandboxMessage, SandboxServer, SandboxState
+from outreach.sandbox.app import _valid_callback_url
 
 if TYPE_CHECKING:
     from tests.sandbox_fixtures import Received, WebhookReceiver
@@ -166,6 +168,15 @@ def test_an_expired_validity_period_fails_the_message(
         ({"To": PATIENT, "From": SENDER, "Body": "x" * 1601}, 21617),
         ({"To": PATIENT, "From": SENDER, "Body": "x", "ValidityPeriod": "36001"}, 21624),
         ({"To": PATIENT, "From": SENDER, "Body": "x", "StatusCallback": "ftp://example.org"}, 21609),
+        *[
+            ({"To": PATIENT, "From": SENDER, "Body": "x", "StatusCallback": url}, 21609)
+            for url in (
+                "https://outreach_web.example.org/twilio/status",  # underscores are not allowed
+                "http://outreach_web:8000/twilio/status",  # a compose service name
+                "https:///twilio/status",
+                "https://example.org/" + "x" * 4000,
+            )
+        ],
     ],
 )
 def test_creates_are_validated_like_twilio(sandbox: SandboxServer, form: dict[str, str], code: int) -> None:
@@ -174,6 +185,23 @@ def test_creates_are_validated_like_twilio(sandbox: SandboxServer, form: dict[st
     assert answer.json()["code"] == code
     assert answer.json()["more_info"] == f"https://www.twilio.com/docs/errors/{code}"
     assert sandbox.messages() == []
+
+
+def test_a_status_callback_host_with_an_underscore_is_refused_through_the_client(
+    sandbox: SandboxServer, webhook_receiver: WebhookReceiver
+) -> None:
+    with pytest.raises(TwilioRestException) as refused:
+        _client(sandbox).messages.create(
+            to=PATIENT, from_=SENDER, body="x", status_callback="https://clinic_a.example.org/twilio/status"
+        )
+    assert (refused.value.status, refused.value.code) == (400, 21609)
+    assert sandbox.messages() == []
+
+    # The underscore rule is the host's alone: paths and query strings may have them.
+    url = webhook_receiver.url("/twilio_status?site=north_1")
+    assert _create(sandbox, To=PATIENT, From=SENDER, Body="x", StatusCallback=url).status_code == 201
+    assert [r.url for r in webhook_receiver.wait(2)] == [url, url]
+    assert _valid_callback_url("https://clinic-a.example.org:8443/twilio/status")  # hyphens, ports
 
 
 def test_numbers_are_normalized_and_segments_counted(sandbox: SandboxServer) -> None:

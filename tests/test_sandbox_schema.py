@@ -164,8 +164,15 @@ def test_created_fetched_and_listed_messages_match_twilio(
 def test_error_answers_have_twilio_error_shape(oai: dict[str, Any], sandbox: SandboxServer) -> None:
     auth = (sandbox.account_sid, sandbox.auth_token)
     base = f"{sandbox.url}/2010-04-01/Accounts/{sandbox.account_sid}"
+    bad_callback = {
+        "To": PATIENT,
+        "From": SENDER,
+        "Body": "x",
+        "StatusCallback": "https://web_1.example.org/s",
+    }
     answers = [
         requests.post(f"{base}/Messages.json", data={"From": SENDER, "Body": "x"}, auth=auth, timeout=10),
+        requests.post(f"{base}/Messages.json", data=bad_callback, auth=auth, timeout=10),
         requests.get(f"{base}/Messages/SM{'0' * 32}.json", auth=auth, timeout=10),
         requests.get(f"{base}/Messages.json", auth=(sandbox.account_sid, "wrong"), timeout=10),
     ]
@@ -174,7 +181,21 @@ def test_error_answers_have_twilio_error_shape(oai: dict[str, Any], sandbox: San
     for answer in answers:
         assert _errors(ERROR_SCHEMA, answer.json()) == []
         assert answer.json()["status"] == answer.status_code
-    assert [a.json()["code"] for a in answers] == [21604, 20404, 20003, 20429]
+    assert [(a.json()["code"], a.status_code) for a in answers] == [
+        (21604, 400),
+        (21609, 400),
+        (20404, 404),
+        (20003, 401),
+        (20429, 429),
+    ]
+
+
+def test_the_status_callback_rule_is_twilios_own(oai: dict[str, Any]) -> None:
+    """The sandbox refuses a StatusCallback host with "_" (21609) because Twilio's description says so."""
+    form = oai["paths"][MESSAGES_PATH]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"]
+    callback = form["schema"]["properties"]["StatusCallback"]
+    assert callback["format"] == "uri"
+    assert "underscores are not allowed" in callback["description"]
 
 
 def test_served_paths_and_parameters_exist_in_twilio_api(oai: dict[str, Any], sandbox: SandboxServer) -> None:

@@ -29,6 +29,7 @@ from outreach.segments import count_segments
 MESSAGES = f"/{API_VERSION}/Accounts/{{account_sid}}/Messages.json"
 MESSAGE = f"/{API_VERSION}/Accounts/{{account_sid}}/Messages/{{sid}}.json"
 MAX_BODY = 1600
+MAX_CALLBACK_URL = 4000
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 50, 1000
 _SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
 _SHORT_CODE = re.compile(r"^\d{5,6}$")
@@ -274,7 +275,7 @@ def _validated(state: SandboxState, form: dict[str, str]) -> dict[str, Any]:
         if not 1 <= validity <= 36000:
             raise TwilioError(400, 21624)
     callback = form.get("StatusCallback") or None
-    if callback and urlsplit(callback).scheme not in {"http", "https"}:
+    if callback and not _valid_callback_url(callback):
         raise TwilioError(400, 21609)
     return {
         "to": to,
@@ -285,6 +286,22 @@ def _validated(state: SandboxState, form: dict[str, str]) -> dict[str, Any]:
         "status_callback": callback,
         "validity_period": validity,
     }
+
+
+def _valid_callback_url(url: str) -> bool:
+    """Twilio's rule for StatusCallback: an http(s) URL of at most 4,000 characters with a valid
+    hostname, and underscores are not allowed in it (its OpenAPI description and error 21609)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    return (
+        len(url) <= MAX_CALLBACK_URL
+        and parts.scheme in {"http", "https"}
+        and bool(host)
+        and "_" not in (host or "")
+    )
 
 
 def _parse_when(value: str, name: str) -> dt.datetime:
