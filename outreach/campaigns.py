@@ -37,6 +37,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from outreach.errors import UserError
+from outreach.keywords import normalize, reserved, single_words
 from outreach.segments import count_segments, non_gsm_characters
 
 if TYPE_CHECKING:
@@ -57,12 +58,6 @@ PLACEHOLDERS = ("first_name", "clinic_name", "clinic_phone", "link")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
-# Keywords the carrier and replies.py handle before any campaign sees a reply (DESIGN.md §8).
-RESERVED_KEYWORDS = {
-    "opt-out": ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"),
-    "opt-in": ("START", "UNSTOP"),
-    "help": ("HELP", "INFO"),
-}
 # The settings each placeholder reads; a template using an unset one cannot be rendered.
 PLACEHOLDER_SETTINGS = {
     "clinic_name": "OUTREACH_CLINIC_NAME",
@@ -289,14 +284,6 @@ Template = Annotated[str, AfterValidator(_template)]
 Texts = dict[Language, Template]
 
 
-def _reserved_family(keyword: str) -> str | None:
-    folded = keyword.casefold()
-    for family, words in RESERVED_KEYWORDS.items():
-        if folded in (word.casefold() for word in words):
-            return family
-    return None
-
-
 def _keyword(value: str) -> str:
     word = value.strip()
     if not re.fullmatch(r"\w+", word):
@@ -305,13 +292,12 @@ def _keyword(value: str) -> str:
             f"{_show(value)} is not one word; replies are matched on their first word without "
             "punctuation, so use a single word such as YES",
         )
-    family = _reserved_family(word)
-    if family is not None:
-        words = ", ".join(RESERVED_KEYWORDS[family])
-        raise _fail(
-            "keyword",
-            f"{word} is reserved for {family} ({words}); choose another keyword",
-        )
+    # The classifier's own question: a word it answers before campaigns could never reach a rule.
+    found = reserved(normalize(word), opted_out=False)
+    if found is not None:
+        words = ", ".join(single_words(found.family))
+        label = found.family.label
+        raise _fail("keyword", f"{word} is reserved for {label} ({words}); choose another keyword")
     return word
 
 

@@ -16,7 +16,8 @@ from twilio.request_validator import RequestValidator
 from outreach.apps.cli import main
 from outreach.campaigns import load_campaigns
 from outreach.errors import UserError
-from outreach.listen.replies import match_rule, normalize, opt_out_request
+from outreach.keywords import normalize, opt_out_request
+from outreach.listen.replies import match_rule
 from outreach.sandbox import SandboxMessage, SandboxServer
 from outreach.sandbox.patients import (
     PHRASES,
