@@ -63,7 +63,7 @@ class Runtime:
         directory = Path(self.settings.campaigns_dir)
         stamp = max((p.stat().st_mtime for p in directory.glob("*.yaml")), default=0.0)
         if self._campaigns is None or self._campaigns[0] != stamp:
-            self._campaigns = (stamp, load_campaigns(directory))
+            self._campaigns = (stamp, load_campaigns(directory, settings=self.settings))
         return self._campaigns[1]
 
 

@@ -72,7 +72,7 @@ def write(directory: Path, data: Any, name: str = "test-campaign.yaml") -> Path:
 
 
 def check(directory: Path, data: Any, name: str = "test-campaign.yaml") -> list[CampaignProblem]:
-    _, problems = validate_files([write(directory, data, name)])
+    _, problems = validate_files([write(directory, data, name)], settings=get_settings())
     return problems
 
 
@@ -97,7 +97,7 @@ def variant(**changes: Any) -> dict[str, Any]:
 
 def test_base_campaign_is_valid_and_carries_its_hash(tmp_path: Path) -> None:
     path = write(tmp_path, BASE)
-    campaigns, problems = validate_files([path])
+    campaigns, problems = validate_files([path], settings=get_settings())
     assert errors(problems) == []
     campaign = campaigns["test-campaign"]
     assert campaign.content_hash == hashlib.sha256(path.read_bytes()).hexdigest() == content_hash(path)
@@ -110,7 +110,7 @@ def test_base_campaign_is_valid_and_carries_its_hash(tmp_path: Path) -> None:
 def test_shipped_campaigns_have_no_errors() -> None:
     paths = sorted((ROOT / "campaigns").glob("*.yaml"))
     assert [p.stem for p in paths] == SHIPPED
-    campaigns, problems = validate_files(paths)
+    campaigns, problems = validate_files(paths, settings=get_settings())
     assert errors(problems) == [], [str(p) for p in problems]
     assert sorted(campaigns) == SHIPPED
     for campaign in campaigns.values():
@@ -133,7 +133,7 @@ def test_shipped_campaigns_have_no_errors() -> None:
 
 
 def test_shipped_audiences_follow_their_guidelines() -> None:
-    campaigns = load_campaigns()
+    campaigns = load_campaigns(settings=get_settings())
     gaps = {
         cid: {(g.event, str(g.within or g.since)) for g in c.audience.care_gap}
         for cid, c in campaigns.items()
@@ -433,7 +433,7 @@ def test_duplicate_campaign_ids_across_files(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first, second = write(tmp_path / "a", BASE), write(tmp_path / "b", BASE)
-    campaigns, problems = validate_files([first, second])
+    campaigns, problems = validate_files([first, second], settings=get_settings())
     problem = only_error(problems)
     assert (problem.path, problem.field) == ("b/test-campaign.yaml", "id")
     assert problem.message == (
@@ -448,7 +448,7 @@ def test_every_error_in_a_file_is_reported_at_once_in_file_order(tmp_path: Path)
     data["steps"][1]["id"] = "invite"
     data["steps"][1]["text"]["en"] = "{last_name}"
     data["replies"][1]["keywords"] = ["STOP"]
-    campaigns, problems = validate_files([write(tmp_path, data)])
+    campaigns, problems = validate_files([write(tmp_path, data)], settings=get_settings())
     assert campaigns == {}
     fields = [p.field for p in errors(problems)]
     assert fields == [
@@ -466,7 +466,7 @@ def test_empty_and_non_mapping_files(tmp_path: Path) -> None:
     assert only_error(check(tmp_path, "- a\n- b\n")).message.startswith(
         "expected keys such as id, name and steps"
     )
-    _, problems = validate_files([tmp_path / "missing.yaml"])
+    _, problems = validate_files([tmp_path / "missing.yaml"], settings=get_settings())
     assert only_error(problems).message.startswith("cannot read it (")
 
 
@@ -474,7 +474,7 @@ def test_yaml_1_1_surprises_are_avoided(tmp_path: Path) -> None:
     text = (ROOT / "campaigns" / "colorectal-screening.yaml").read_text(encoding="utf-8")
     text = text.replace("id: colorectal-screening", "id: test-campaign")
     text = text.replace('start: "09:00"', "start: 09:00")  # unquoted: YAML 1.1 would read 540
-    campaign = parse_campaign(text, path="test-campaign.yaml")
+    campaign = parse_campaign(text, path="test-campaign.yaml", settings=get_settings())
     assert campaign.send_window.start == dt.time(9, 0)
     assert any(rule.keywords == ["NO"] for rule in campaign.replies)  # not False
     assert campaign.active.from_ == dt.date(2026, 1, 1)
@@ -487,7 +487,7 @@ def test_long_text_warns_with_segments_and_the_character_forcing_ucs2(tmp_path: 
     data = variant()
     data["steps"][1]["text"]["es"] = "Información " + "x" * 150
     data["steps"][1]["text"]["en"] = "y" * 320
-    campaigns, problems = validate_files([write(tmp_path, data)])
+    campaigns, problems = validate_files([write(tmp_path, data)], settings=get_settings())
     assert "test-campaign" in campaigns  # warnings do not block
     found = {p.field: p.message for p in problems if p.severity == "warning"}
     assert found["steps[1].text.es"].startswith(
@@ -522,7 +522,7 @@ def test_send_window_outside_legal_hours_warns(tmp_path: Path) -> None:
 
 
 def test_load_campaigns_reads_the_configured_directory() -> None:
-    campaigns = load_campaigns()
+    campaigns = load_campaigns(settings=get_settings())
     assert sorted(campaigns) == SHIPPED
     path = ROOT / "campaigns" / "flu-season.yaml"
     assert campaigns["flu-season"].content_hash == content_hash(path)
@@ -531,7 +531,7 @@ def test_load_campaigns_reads_the_configured_directory() -> None:
 def test_load_campaigns_lists_every_error(tmp_path: Path) -> None:
     write(tmp_path, variant(re_enroll_after="soon", name=""))
     with pytest.raises(UserError) as caught:
-        load_campaigns(tmp_path)
+        load_campaigns(tmp_path, settings=get_settings())
     message = str(caught.value)
     assert message.startswith("invalid campaign files (2 errors;")
     assert "test-campaign.yaml: name: name is empty; write it" in message
@@ -540,12 +540,14 @@ def test_load_campaigns_lists_every_error(tmp_path: Path) -> None:
 
 def test_load_campaigns_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
-        load_campaigns(tmp_path / "nowhere")
+        load_campaigns(tmp_path / "nowhere", settings=get_settings())
 
 
 def test_parse_campaign_raises_user_error() -> None:
     with pytest.raises(UserError, match=r"<text>: audience: missing required field audience"):
-        parse_campaign(yaml.safe_dump({k: v for k, v in BASE.items() if k != "audience"}))
+        parse_campaign(
+            yaml.safe_dump({k: v for k, v in BASE.items() if k != "audience"}), settings=get_settings()
+        )
 
 
 # --- dates ------------------------------------------------------------------------------------------
@@ -739,6 +741,6 @@ def test_send_window_with_no_time_inside_the_legal_hours_is_an_error(tmp_path: P
         'send_window: {days: [mon], start: "06:00", end: "07:30"}\n'
         'steps: [{id: invite, after: 0d, text: {en: "Hi {first_name}. Reply STOP to opt out."}}]\n'
     )
-    _, problems = validate_files([path])
+    _, problems = validate_files([path], settings=get_settings())
     errors = [p for p in problems if p.severity == "error"]
     assert [(p.field, "no time inside 08:00-21:00" in p.message) for p in errors] == [("send_window", True)]

@@ -50,12 +50,12 @@ def content_hash(path: Path | str) -> str:
     return _sha256(Path(path).read_bytes())
 
 
-def load_campaigns(directory: Path | str | None = None) -> dict[str, CampaignFile]:
-    """Every campaign in `directory` (default OUTREACH_CAMPAIGNS_DIR) by id; raises UserError
-    listing every error when any file is invalid, so nothing runs on half a protocol."""
-    from outreach.config import get_settings
+def load_campaigns(directory: Path | str | None = None, *, settings: Settings) -> dict[str, CampaignFile]:
+    """Every campaign in `directory` (default: `settings.campaigns_dir`) by id; raises UserError
+    listing every error when any file is invalid, so nothing runs on half a protocol.
 
-    settings = get_settings()
+    `settings` are passed down, never fetched here: the caller (a worker's runtime, the CLI, a
+    test) decides which clinic's name, phone and link the segment estimates use."""
     folder = Path(directory if directory is not None else settings.campaigns_dir)
     if not folder.is_dir():
         where = "" if directory is not None else " (OUTREACH_CAMPAIGNS_DIR)"
@@ -70,16 +70,11 @@ def load_campaigns(directory: Path | str | None = None) -> dict[str, CampaignFil
 
 
 def validate_files(
-    paths: Sequence[Path], *, settings: Settings | None = None
+    paths: Sequence[Path], *, settings: Settings
 ) -> tuple[dict[str, CampaignFile], list[CampaignProblem]]:
     """Check every file and report every problem; the dict holds only the files without errors.
 
-    `settings` supply the clinic name, phone and link used to estimate segment counts (defaults
-    to the process settings)."""
-    if settings is None:
-        from outreach.config import get_settings
-
-        settings = get_settings()
+    `settings` supply the clinic name, phone and link used to estimate segment counts."""
     campaigns: dict[str, CampaignFile] = {}
     problems: list[CampaignProblem] = []
     for path in paths:
@@ -107,13 +102,9 @@ def validate_files(
     return campaigns, problems
 
 
-def parse_campaign(text: str, *, path: str = "<text>", settings: Settings | None = None) -> CampaignFile:
+def parse_campaign(text: str, *, path: str = "<text>", settings: Settings) -> CampaignFile:
     """A campaign from YAML text (tests, previews); raises UserError listing every error. The id
     is checked against the file name only when `path` names a .yaml file."""
-    if settings is None:
-        from outreach.config import get_settings
-
-        settings = get_settings()
     stem = Path(path).stem if path.endswith((".yaml", ".yml")) else None
     campaign, problems = _check(text.encode("utf-8"), path, stem, settings)
     if campaign is None:
