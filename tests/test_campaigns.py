@@ -7,6 +7,9 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from outreach.campaigns import (
 )
 from outreach.config import get_settings
 from outreach.errors import UserError
+from outreach.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ["breast-screening", "cervical-screening", "colorectal-screening", "flu-season"]
@@ -548,6 +552,66 @@ def test_parse_campaign_raises_user_error() -> None:
         parse_campaign(
             yaml.safe_dump({k: v for k, v in BASE.items() if k != "audience"}), settings=get_settings()
         )
+
+
+def _runtime_on(directory: Path) -> Runtime:
+    return Runtime(get_settings().model_copy(update={"campaigns_dir": str(directory)}))
+
+
+def _touch_later(path: Path) -> None:
+    """A save one second later: file systems with coarse mtimes still see a change."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def test_runtime_campaigns_are_cached_while_the_directory_is_unchanged(tmp_path: Path) -> None:
+    write(tmp_path, BASE)
+    runtime = _runtime_on(tmp_path)
+    first = runtime.campaigns
+    (tmp_path / ".test-campaign.yaml.swp").write_text("editor backup")  # not a campaign file
+    (tmp_path / "notes.txt").write_text("not a campaign file either")
+    assert runtime.campaigns is first
+
+
+def test_runtime_campaigns_see_a_new_yml_file(tmp_path: Path) -> None:
+    write(tmp_path, BASE)
+    runtime = _runtime_on(tmp_path)
+    assert sorted(runtime.campaigns) == ["test-campaign"]
+    write(tmp_path, variant(id="other-campaign"), "other-campaign.yml")
+    assert sorted(runtime.campaigns) == ["other-campaign", "test-campaign"]
+
+
+def test_runtime_campaigns_see_an_edited_file(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    runtime = _runtime_on(tmp_path)
+    assert runtime.campaigns["test-campaign"].name == "Test campaign"
+    write(tmp_path, variant(name="Test campaign, second edition"))
+    assert runtime.campaigns["test-campaign"].name == "Test campaign, second edition"
+    write(tmp_path, variant(name="Test campaign, third edition!"))  # the same size as the second
+    _touch_later(path)
+    assert runtime.campaigns["test-campaign"].name == "Test campaign, third edition!"
+
+
+def test_runtime_campaigns_see_a_deleted_file(tmp_path: Path) -> None:
+    write(tmp_path, BASE)
+    other = write(tmp_path, variant(id="other-campaign"), "other-campaign.yaml")
+    _touch_later(other)  # the newest file stays; the deleted one is the older
+    runtime = _runtime_on(tmp_path)
+    assert sorted(runtime.campaigns) == ["other-campaign", "test-campaign"]
+    (tmp_path / "test-campaign.yaml").unlink()
+    assert sorted(runtime.campaigns) == ["other-campaign"]
+
+
+def test_the_models_and_texts_import_neither_yaml_nor_difflib() -> None:
+    """Workers that only render texts or read the models need no YAML parser or suggestions."""
+    code = (
+        "import sys\n"
+        "import outreach.campaigns.schema, outreach.campaigns.texts, outreach.campaigns.dates\n"
+        "from outreach.campaigns import CampaignFile, SendWindow, render\n"
+        "print(sorted({'yaml', 'difflib'} & set(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 # --- dates ------------------------------------------------------------------------------------------

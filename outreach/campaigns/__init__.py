@@ -11,7 +11,7 @@ This is the package's public face; one module per job behind it:
 - `texts`: placeholders, template checks, rendering, segment estimates
 - `checks`: rules across fields, run on the raw file so they report even when fields fail
 - `problems`: each error reworded as `problem; fix`, with suggestions
-- `loading`: which files, YAML 1.2, content hashes, load_campaigns and validate_files
+- `loading`: which files (and their stamp), YAML 1.2, content hashes, load_campaigns, validate_files
 
 Only `loading` imports yaml and only `problems` difflib, so code that needs the models or
 `render` (the workers) imports neither. The reserved reply words live in outreach/keywords.py.
@@ -48,8 +48,10 @@ from outreach.campaigns.texts import (
 
 if TYPE_CHECKING:
     from outreach.campaigns.loading import (
+        DirectoryStamp,
         campaign_paths,
         content_hash,
+        directory_stamp,
         expand_paths,
         load_campaigns,
         parse_campaign,
@@ -59,8 +61,10 @@ if TYPE_CHECKING:
 
 # Imported on first use, so that the models and `render` come without yaml and difflib.
 _LAZY = {
+    "DirectoryStamp": "loading",
     "campaign_paths": "loading",
     "content_hash": "loading",
+    "directory_stamp": "loading",
     "expand_paths": "loading",
     "load_campaigns": "loading",
     "parse_campaign": "loading",
@@ -92,6 +96,7 @@ __all__ = [
     "CampaignFile",
     "CampaignProblem",
     "CareGap",
+    "DirectoryStamp",
     "Duration",
     "Language",
     "ReplyRule",
@@ -104,6 +109,7 @@ __all__ = [
     "add_months",
     "campaign_paths",
     "content_hash",
+    "directory_stamp",
     "expand_paths",
     "load_campaigns",
     "parse_campaign",

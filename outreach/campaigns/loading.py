@@ -28,11 +28,28 @@ from outreach.errors import UserError
 if TYPE_CHECKING:
     from outreach.config import Settings
 
+# (file, mtime in ns, size) of every campaign file in a directory; see `directory_stamp`.
+DirectoryStamp = frozenset[tuple[Path, int, int]]
+
 
 def campaign_paths(directory: Path) -> list[Path]:
     """The campaign files in a directory: *.yaml and *.yml, hidden files (editor backups) skipped."""
     found = [*directory.glob("*.yaml"), *directory.glob("*.yml")]
     return sorted(p for p in found if not p.name.startswith(".") and p.is_file())
+
+
+def directory_stamp(directory: Path) -> DirectoryStamp:
+    """The files `load_campaigns(directory)` would read, each with its mtime and size: a new file
+    (.yaml or .yml), an edit or a deletion changes the stamp, so a long-lived process reloads
+    exactly when the loader would see something else."""
+    found: set[tuple[Path, int, int]] = set()
+    for path in campaign_paths(directory):
+        try:
+            stat = path.stat()
+        except OSError:  # deleted since it was listed: it is not there
+            continue
+        found.add((path, stat.st_mtime_ns, stat.st_size))
+    return frozenset(found)
 
 
 def expand_paths(paths: Sequence[Path]) -> list[Path]:
