@@ -50,8 +50,12 @@ class Words:
     help: tuple[str, ...]  # as the first word
 
 
+# The carriers' (and Twilio's) own opt-out words: after one of them Twilio itself refuses texts to
+# the number until it texts START, whatever our database says.
+CARRIER_OPT_OUT = ("stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout")
+
 _ENGLISH = Words(
-    opt_out=("stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout"),
+    opt_out=CARRIER_OPT_OUT,
     opt_out_whole=("please stop", "stop please", "stop it", "stop now"),
     opt_out_phrases=(
         *("stop texting", "stop sending", "stop messaging", "stop contacting"),
@@ -105,6 +109,8 @@ HELP_WORDS = frozenset(_union(w.help for w in BY_LANGUAGE.values()))
 
 @dataclass(frozen=True)
 class Normalized:
+    """A reply as both sides compare it: what the phone sent minus case, accents and punctuation."""
+
     text: str  # accent-folded, case-folded words joined by single spaces
     words: tuple[str, ...]
     question: bool  # the raw text asked something (? or ¿)
