@@ -171,7 +171,7 @@ class Bench:
         os.environ.update(self.env)
         get_settings.cache_clear()
         dbmod.upgrade(self.engine)
-        self.campaigns = load_campaigns(self.folder / "campaigns")
+        self.campaigns = load_campaigns(self.folder / "campaigns", settings=get_settings())
         self.redis = redis.Redis.from_url(self.env["OUTREACH_BROKER_URL"])
 
     def pipeline(

@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from support import free_port, postgres_schema  # noqa: E402
 
 from outreach.campaigns import load_campaigns  # noqa: E402
+from outreach.config import get_settings  # noqa: E402
 from outreach.store import db as dbmod  # noqa: E402
 from outreach.store.models import (  # noqa: E402
     Campaign,
@@ -234,7 +235,7 @@ def run(
 def seed(engine: Engine, n: int, rng: random.Random) -> tuple[list[str], list[str], list[bool]]:
     """n patients (own numbers), each enrolled in a shipped campaign with its invite sent; also
     whether each patient's campaign hands a YES to the care team."""
-    campaigns = load_campaigns(ROOT / "campaigns")
+    campaigns = load_campaigns(ROOT / "campaigns", settings=get_settings())
     ids = sorted(campaigns)
     yes_handoff = {c: any("YES" in r.keywords and r.handoff for r in campaigns[c].replies) for c in ids}
     phones = [f"+1617{200 + i // 10_000:03d}{i % 10_000:04d}" for i in range(n)]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from outreach.campaigns import CampaignFile, load_campaigns
+from outreach.campaigns import CampaignFile, DirectoryStamp, directory_stamp, load_campaigns
 from outreach.clock import utcnow
 from outreach.config import Settings, get_settings
 from outreach.providers.base import Provider
@@ -28,7 +28,7 @@ class Runtime:
     settings: Settings
     clock: Callable[[], dt.datetime] = utcnow  # tests running a worker in-process inject their time
     _local: threading.local = field(default_factory=threading.local, repr=False)
-    _campaigns: tuple[float, dict[str, CampaignFile]] | None = field(default=None, repr=False)
+    _campaigns: tuple[DirectoryStamp, dict[str, CampaignFile]] | None = field(default=None, repr=False)
 
     @cached_property
     def engine(self) -> Engine:
@@ -59,11 +59,12 @@ class Runtime:
 
     @property
     def campaigns(self) -> dict[str, CampaignFile]:
-        """Campaign files, re-read when the directory changes so edits need no worker restart."""
+        """Campaign files, re-read when the directory changes so edits need no worker restart: a
+        new file (.yaml or .yml), an edited one or a deleted one is seen on the next access."""
         directory = Path(self.settings.campaigns_dir)
-        stamp = max((p.stat().st_mtime for p in directory.glob("*.yaml")), default=0.0)
+        stamp = directory_stamp(directory)  # before loading: an edit during the load shows next time
         if self._campaigns is None or self._campaigns[0] != stamp:
-            self._campaigns = (stamp, load_campaigns(directory))
+            self._campaigns = (stamp, load_campaigns(directory, settings=self.settings))
         return self._campaigns[1]
 
 

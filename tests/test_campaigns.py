@@ -7,6 +7,9 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,7 @@ from outreach.campaigns import (
 )
 from outreach.config import get_settings
 from outreach.errors import UserError
+from outreach.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ["breast-screening", "cervical-screening", "colorectal-screening", "flu-season"]
@@ -72,7 +76,7 @@ def write(directory: Path, data: Any, name: str = "test-campaign.yaml") -> Path:
 
 
 def check(directory: Path, data: Any, name: str = "test-campaign.yaml") -> list[CampaignProblem]:
-    _, problems = validate_files([write(directory, data, name)])
+    _, problems = validate_files([write(directory, data, name)], settings=get_settings())
     return problems
 
 
@@ -97,7 +101,7 @@ def variant(**changes: Any) -> dict[str, Any]:
 
 def test_base_campaign_is_valid_and_carries_its_hash(tmp_path: Path) -> None:
     path = write(tmp_path, BASE)
-    campaigns, problems = validate_files([path])
+    campaigns, problems = validate_files([path], settings=get_settings())
     assert errors(problems) == []
     campaign = campaigns["test-campaign"]
     assert campaign.content_hash == hashlib.sha256(path.read_bytes()).hexdigest() == content_hash(path)
@@ -110,7 +114,7 @@ def test_base_campaign_is_valid_and_carries_its_hash(tmp_path: Path) -> None:
 def test_shipped_campaigns_have_no_errors() -> None:
     paths = sorted((ROOT / "campaigns").glob("*.yaml"))
     assert [p.stem for p in paths] == SHIPPED
-    campaigns, problems = validate_files(paths)
+    campaigns, problems = validate_files(paths, settings=get_settings())
     assert errors(problems) == [], [str(p) for p in problems]
     assert sorted(campaigns) == SHIPPED
     for campaign in campaigns.values():
@@ -133,7 +137,7 @@ def test_shipped_campaigns_have_no_errors() -> None:
 
 
 def test_shipped_audiences_follow_their_guidelines() -> None:
-    campaigns = load_campaigns()
+    campaigns = load_campaigns(settings=get_settings())
     gaps = {
         cid: {(g.event, str(g.within or g.since)) for g in c.audience.care_gap}
         for cid, c in campaigns.items()
@@ -433,7 +437,7 @@ def test_duplicate_campaign_ids_across_files(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first, second = write(tmp_path / "a", BASE), write(tmp_path / "b", BASE)
-    campaigns, problems = validate_files([first, second])
+    campaigns, problems = validate_files([first, second], settings=get_settings())
     problem = only_error(problems)
     assert (problem.path, problem.field) == ("b/test-campaign.yaml", "id")
     assert problem.message == (
@@ -448,7 +452,7 @@ def test_every_error_in_a_file_is_reported_at_once_in_file_order(tmp_path: Path)
     data["steps"][1]["id"] = "invite"
     data["steps"][1]["text"]["en"] = "{last_name}"
     data["replies"][1]["keywords"] = ["STOP"]
-    campaigns, problems = validate_files([write(tmp_path, data)])
+    campaigns, problems = validate_files([write(tmp_path, data)], settings=get_settings())
     assert campaigns == {}
     fields = [p.field for p in errors(problems)]
     assert fields == [
@@ -466,7 +470,7 @@ def test_empty_and_non_mapping_files(tmp_path: Path) -> None:
     assert only_error(check(tmp_path, "- a\n- b\n")).message.startswith(
         "expected keys such as id, name and steps"
     )
-    _, problems = validate_files([tmp_path / "missing.yaml"])
+    _, problems = validate_files([tmp_path / "missing.yaml"], settings=get_settings())
     assert only_error(problems).message.startswith("cannot read it (")
 
 
@@ -474,7 +478,7 @@ def test_yaml_1_1_surprises_are_avoided(tmp_path: Path) -> None:
     text = (ROOT / "campaigns" / "colorectal-screening.yaml").read_text(encoding="utf-8")
     text = text.replace("id: colorectal-screening", "id: test-campaign")
     text = text.replace('start: "09:00"', "start: 09:00")  # unquoted: YAML 1.1 would read 540
-    campaign = parse_campaign(text, path="test-campaign.yaml")
+    campaign = parse_campaign(text, path="test-campaign.yaml", settings=get_settings())
     assert campaign.send_window.start == dt.time(9, 0)
     assert any(rule.keywords == ["NO"] for rule in campaign.replies)  # not False
     assert campaign.active.from_ == dt.date(2026, 1, 1)
@@ -487,7 +491,7 @@ def test_long_text_warns_with_segments_and_the_character_forcing_ucs2(tmp_path: 
     data = variant()
     data["steps"][1]["text"]["es"] = "Información " + "x" * 150
     data["steps"][1]["text"]["en"] = "y" * 320
-    campaigns, problems = validate_files([write(tmp_path, data)])
+    campaigns, problems = validate_files([write(tmp_path, data)], settings=get_settings())
     assert "test-campaign" in campaigns  # warnings do not block
     found = {p.field: p.message for p in problems if p.severity == "warning"}
     assert found["steps[1].text.es"].startswith(
@@ -522,7 +526,7 @@ def test_send_window_outside_legal_hours_warns(tmp_path: Path) -> None:
 
 
 def test_load_campaigns_reads_the_configured_directory() -> None:
-    campaigns = load_campaigns()
+    campaigns = load_campaigns(settings=get_settings())
     assert sorted(campaigns) == SHIPPED
     path = ROOT / "campaigns" / "flu-season.yaml"
     assert campaigns["flu-season"].content_hash == content_hash(path)
@@ -531,7 +535,7 @@ def test_load_campaigns_reads_the_configured_directory() -> None:
 def test_load_campaigns_lists_every_error(tmp_path: Path) -> None:
     write(tmp_path, variant(re_enroll_after="soon", name=""))
     with pytest.raises(UserError) as caught:
-        load_campaigns(tmp_path)
+        load_campaigns(tmp_path, settings=get_settings())
     message = str(caught.value)
     assert message.startswith("invalid campaign files (2 errors;")
     assert "test-campaign.yaml: name: name is empty; write it" in message
@@ -540,12 +544,74 @@ def test_load_campaigns_lists_every_error(tmp_path: Path) -> None:
 
 def test_load_campaigns_missing_directory(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
-        load_campaigns(tmp_path / "nowhere")
+        load_campaigns(tmp_path / "nowhere", settings=get_settings())
 
 
 def test_parse_campaign_raises_user_error() -> None:
     with pytest.raises(UserError, match=r"<text>: audience: missing required field audience"):
-        parse_campaign(yaml.safe_dump({k: v for k, v in BASE.items() if k != "audience"}))
+        parse_campaign(
+            yaml.safe_dump({k: v for k, v in BASE.items() if k != "audience"}), settings=get_settings()
+        )
+
+
+def _runtime_on(directory: Path) -> Runtime:
+    return Runtime(get_settings().model_copy(update={"campaigns_dir": str(directory)}))
+
+
+def _touch_later(path: Path) -> None:
+    """A save one second later: file systems with coarse mtimes still see a change."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+
+
+def test_runtime_campaigns_are_cached_while_the_directory_is_unchanged(tmp_path: Path) -> None:
+    write(tmp_path, BASE)
+    runtime = _runtime_on(tmp_path)
+    first = runtime.campaigns
+    (tmp_path / ".test-campaign.yaml.swp").write_text("editor backup")  # not a campaign file
+    (tmp_path / "notes.txt").write_text("not a campaign file either")
+    assert runtime.campaigns is first
+
+
+def test_runtime_campaigns_see_a_new_yml_file(tmp_path: Path) -> None:
+    write(tmp_path, BASE)
+    runtime = _runtime_on(tmp_path)
+    assert sorted(runtime.campaigns) == ["test-campaign"]
+    write(tmp_path, variant(id="other-campaign"), "other-campaign.yml")
+    assert sorted(runtime.campaigns) == ["other-campaign", "test-campaign"]
+
+
+def test_runtime_campaigns_see_an_edited_file(tmp_path: Path) -> None:
+    path = write(tmp_path, BASE)
+    runtime = _runtime_on(tmp_path)
+    assert runtime.campaigns["test-campaign"].name == "Test campaign"
+    write(tmp_path, variant(name="Test campaign, second edition"))
+    assert runtime.campaigns["test-campaign"].name == "Test campaign, second edition"
+    write(tmp_path, variant(name="Test campaign, third edition!"))  # the same size as the second
+    _touch_later(path)
+    assert runtime.campaigns["test-campaign"].name == "Test campaign, third edition!"
+
+
+def test_runtime_campaigns_see_a_deleted_file(tmp_path: Path) -> None:
+    write(tmp_path, BASE)
+    other = write(tmp_path, variant(id="other-campaign"), "other-campaign.yaml")
+    _touch_later(other)  # the newest file stays; the deleted one is the older
+    runtime = _runtime_on(tmp_path)
+    assert sorted(runtime.campaigns) == ["other-campaign", "test-campaign"]
+    (tmp_path / "test-campaign.yaml").unlink()
+    assert sorted(runtime.campaigns) == ["other-campaign"]
+
+
+def test_the_models_and_texts_import_neither_yaml_nor_difflib() -> None:
+    """Workers that only render texts or read the models need no YAML parser or suggestions."""
+    code = (
+        "import sys\n"
+        "import outreach.campaigns.schema, outreach.campaigns.texts, outreach.campaigns.dates\n"
+        "from outreach.campaigns import CampaignFile, SendWindow, render\n"
+        "print(sorted({'yaml', 'difflib'} & set(sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 # --- dates ------------------------------------------------------------------------------------------
@@ -739,6 +805,6 @@ def test_send_window_with_no_time_inside_the_legal_hours_is_an_error(tmp_path: P
         'send_window: {days: [mon], start: "06:00", end: "07:30"}\n'
         'steps: [{id: invite, after: 0d, text: {en: "Hi {first_name}. Reply STOP to opt out."}}]\n'
     )
-    _, problems = validate_files([path])
+    _, problems = validate_files([path], settings=get_settings())
     errors = [p for p in problems if p.severity == "error"]
     assert [(p.field, "no time inside 08:00-21:00" in p.message) for p in errors] == [("send_window", True)]

@@ -101,7 +101,7 @@ def test_shipped_campaigns_deliver_the_right_text_to_the_right_patients(
     settings = get_settings()
     assert roster.import_patients(engine, ROOT / "samples" / "roster.csv", today=START.date()).rejected == 0
     assert roster.import_events(engine, ROOT / "samples" / "events.csv", today=START.date()).rejected == 0
-    campaigns = load_campaigns(ROOT / "campaigns")
+    campaigns = load_campaigns(ROOT / "campaigns", settings=settings)
     clock = [START]
     get_runtime().clock = lambda: clock[0]
     for hours in range(0, 4 * 24, 2):  # four simulated days, a pass every two hours

@@ -253,8 +253,9 @@ def test_compiles_to_one_statement_with_anti_joins() -> None:
 
 def _shipped() -> dict[str, CampaignFile]:
     from outreach.campaigns import load_campaigns
+    from outreach.config import get_settings
 
-    return load_campaigns()
+    return load_campaigns(settings=get_settings())
 
 
 def test_campaigns_ship_with_the_product() -> None:

@@ -257,7 +257,7 @@ def test_bad_date_is_one_line(engine: Engine, campaigns_dir: Path) -> None:
 
 def test_every_shipped_campaign_previews(engine: Engine) -> None:
     """The shipped files render for a mixed roster, and the count agrees with the eligibility query."""
-    shipped = load_campaigns()
+    shipped = load_campaigns(settings=get_settings())
     assert shipped
     _stored(
         engine,

@@ -11,14 +11,13 @@ from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, parse_campaign
 from outreach.config import Settings, get_settings
+from outreach.keywords import normalize, opt_out_request
 from outreach.listen import consent
 from outreach.listen.replies import (
     InboundError,
     InboundResult,
     Kind,
     handle_inbound,
-    normalize,
-    opt_out_request,
 )
 from outreach.store.models import (
     Activation,

@@ -15,8 +15,10 @@ from twilio.request_validator import RequestValidator
 
 from outreach.apps.cli import main
 from outreach.campaigns import load_campaigns
+from outreach.config import get_settings
 from outreach.errors import UserError
-from outreach.listen.replies import match_rule, normalize, opt_out_request
+from outreach.keywords import normalize, opt_out_request
+from outreach.listen.replies import match_rule
 from outreach.sandbox import SandboxMessage, SandboxServer
 from outreach.sandbox.patients import (
     PHRASES,
@@ -199,7 +201,7 @@ def test_the_mix_includes_the_awkward_replies() -> None:
 
 def test_phrases_mean_what_their_kind_says_to_the_classifier() -> None:
     """Only the STOP kind opts out; keyword kinds hit the campaign rule the kind stands for."""
-    campaign = load_campaigns(ROOT / "campaigns")["colorectal-screening"]
+    campaign = load_campaigns(ROOT / "campaigns", settings=get_settings())["colorectal-screening"]
     outcomes = {
         "yes": "kit_requested",
         "call": "callback_requested",
@@ -220,7 +222,7 @@ def test_phrases_mean_what_their_kind_says_to_the_classifier() -> None:
 
 def test_the_reply_language_is_read_from_the_shipped_campaign_texts() -> None:
     checked = 0
-    for campaign in load_campaigns(ROOT / "campaigns").values():
+    for campaign in load_campaigns(ROOT / "campaigns", settings=get_settings()).values():
         for step in campaign.steps:
             for language, text in step.text.items():
                 assert language_of(text) == language, text

@@ -112,8 +112,9 @@ def _tick(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, dispatch) -> sch
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
+    settings = get_settings()
     return scheduler.tick(
-        get_engine(), load_campaigns(), settings=get_settings(), now=utcnow(), dispatch=dispatch
+        get_engine(), load_campaigns(settings=settings), settings=settings, now=utcnow(), dispatch=dispatch
     )
 
 

@@ -200,7 +200,7 @@ def campaigns_validate(paths: tuple[str, ...]) -> None:
     if not files:
         where = ", ".join(paths) or get_settings().campaigns_dir
         raise UserError(f"no campaign files (*.yaml) in {where}")
-    _, problems = validate_files(files)
+    _, problems = validate_files(files, settings=get_settings())
     for problem in problems:
         style = "red" if problem.severity == "error" else "yellow"
         out.print(Text(str(problem), style=style), soft_wrap=True)
@@ -227,8 +227,9 @@ def campaigns_list(as_json: bool) -> None:
     from rich.text import Text
 
     from outreach.campaigns import load_campaigns
+    from outreach.config import get_settings
 
-    found = load_campaigns()
+    found = load_campaigns(settings=get_settings())
     if as_json:
         rows = [campaign.summary() for campaign in found.values()]
         click.echo(json.dumps({"campaigns": rows}, ensure_ascii=False, indent=2))
@@ -286,7 +287,7 @@ def campaigns_preview(campaign_id: str, on_text: str | None, as_json: bool, limi
             on = dt.date.fromisoformat(on_text)
         except ValueError:
             raise UserError(f"--on: {on_text!r} is not a date; write YYYY-MM-DD, e.g. 2026-10-01") from None
-    found = load_campaigns()
+    found = load_campaigns(settings=settings)
     if campaign_id not in found:
         known = ", ".join(sorted(found)) or "none"
         raise UserError(f"no campaign {campaign_id!r} in {settings.campaigns_dir}; known ids: {known}")
@@ -370,7 +371,8 @@ def tick_command(now_text: str | None, no_dispatch: bool, as_json: bool) -> None
     if not no_dispatch:
         from workers.tasks import dispatch
     settings = get_settings()
-    result = scheduler.tick(get_engine(), load_campaigns(), settings=settings, now=now, dispatch=dispatch)
+    files = load_campaigns(settings=settings)
+    result = scheduler.tick(get_engine(), files, settings=settings, now=now, dispatch=dispatch)
     if as_json:
         out.print_json(json.dumps(result.as_dict()))
     else:
@@ -664,13 +666,14 @@ def report_command(
     import json
 
     from outreach.campaigns import load_campaigns
+    from outreach.config import get_settings
     from outreach.outcomes.funnel import funnel, print_report
     from outreach.store.db import get_engine
 
     since = _date_option("--since", since_text)
     on = _date_option("--on", on_text)
     try:
-        files = load_campaigns()
+        files = load_campaigns(settings=get_settings())
     except UserError as exc:  # the history is still worth reporting; only 'eligible' needs the files
         err_console.print(f"note: campaign files not loaded, no eligible counts: {exc}", soft_wrap=True)
         files = {}

@@ -270,7 +270,7 @@ def _run(
     ):
         result = load(engine, path, today=today)
         console.print(f"  imported {path.name}: {result.accepted} rows", soft_wrap=True, highlight=False)
-    campaigns = load_campaigns(root / "campaigns")
+    campaigns = load_campaigns(root / "campaigns", settings=settings)
     console.print(f"  campaigns: {', '.join(campaigns)}", soft_wrap=True, highlight=False)
 
     dispatch = stack.enter_context(_embedded_worker(clock))

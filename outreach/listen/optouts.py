@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from outreach.errors import UserError
+from outreach.keywords import CARRIER_OPT_OUT
 from outreach.listen import consent
 from outreach.listen.handoffs import iso_utc, staff_name
 from outreach.phones import PhoneError, mask, parse_phone
@@ -25,9 +26,7 @@ from outreach.store.models import AuditEntry, Patient, PhoneConsent
 STAFF = "staff"  # opted_out_by / opted_in_by for staff changes, followed by ": reason" when given
 # Twilio's own opt-out keywords: after one of these Twilio refuses our texts (error 21610) until the
 # patient texts START, whatever our database says.
-PROVIDER_BLOCKING = frozenset(
-    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "twilio:21610"}
-)
+PROVIDER_BLOCKING = frozenset({word.upper() for word in CARRIER_OPT_OUT} | {"twilio:21610"})
 
 
 class OptOutRefused(UserError):

@@ -1,7 +1,8 @@
 """Inbound replies (DESIGN.md §8): store once, classify, act.
 
 Order of classification, first match wins: opt-out, opt-in, help, the campaign's own keywords for
-the enrollment the reply belongs to, then free text for a person. Choices made here:
+the enrollment the reply belongs to, then free text for a person. The reserved words and their
+order live in outreach/keywords.py, which campaign validation asks too. Choices made here:
 
 - Opt-out is honored for any reasonable request (FCC 2024): a reserved keyword as the FIRST word,
   or one of the explicit English/Spanish phrases anywhere, or a short whole-message request
@@ -26,7 +27,6 @@ import datetime as dt
 import enum
 import logging
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +54,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from outreach.campaigns import CampaignFile, ReplyRule, render
 from outreach.config import Settings
 from outreach.errors import UserError
+from outreach.keywords import Normalized, normalize, reserved
 from outreach.listen import consent
 from outreach.phones import mask
 from outreach.segments import count_segments
@@ -83,95 +84,6 @@ class Kind(enum.StrEnum):
     question = "question"
 
 
-OPT_OUT_WORDS = frozenset(
-    {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "basta", "parar", "alto"}
-)
-OPT_IN_WORDS = frozenset({"start", "unstop"})
-OPT_IN_IF_OPTED_OUT = frozenset({"yes", "si"})  # accent-folded: SÍ is si
-HELP_WORDS = frozenset({"help", "info", "ayuda"})
-
-# Explicit requests matched anywhere in the normalized text (accent-folded, apostrophes dropped).
-OPT_OUT_PHRASES = (
-    # English
-    "stop texting",
-    "stop sending",
-    "stop messaging",
-    "stop contacting",
-    "stop the texts",
-    "stop the messages",
-    "stop these texts",
-    "stop these messages",
-    "no more texts",
-    "no more text",
-    "no more texting",
-    "no more messages",
-    "no more msgs",
-    "dont text me",
-    "do not text me",
-    "dont message me",
-    "do not message me",
-    "dont contact me",
-    "do not contact me",
-    "dont send me",
-    "do not send me",
-    "remove me",
-    "take me off",
-    "unsubscribe",
-    "opt out",
-    "opt me out",
-    # Spanish
-    "para de enviar",
-    "pare de enviar",
-    "paren de enviar",
-    "deja de enviar",
-    "deje de enviar",
-    "dejen de enviar",
-    "deja de mandar",
-    "dejen de mandar",
-    "dejen de mandarme",
-    "deja de escribirme",
-    "deje de escribirme",
-    "dejen de escribirme",
-    "no mas mensajes",
-    "no mas textos",
-    "no me envien mas",
-    "no me envies mas",
-    "no me manden mas",
-    "no me mandes mas",
-    "no me escriban mas",
-    "no me escribas mas",
-    "no quiero mas mensajes",
-    "ya no quiero mensajes",
-    "no me contacten",
-    "borrame",
-    "eliminame",
-    "sacame de la lista",
-    "dar de baja",
-    "darme de baja",
-    "dame de baja",
-    "denme de baja",
-    "cancelar suscripcion",
-)
-# Short requests that count only as the whole message ("please stop by" is not an opt-out).
-OPT_OUT_WHOLE = frozenset(
-    {
-        "please stop",
-        "stop please",
-        "stop it",
-        "stop now",
-        "para",
-        "pare",
-        "paren",
-        "ya basta",
-        "cancelar",
-        "baja",
-        "no mas",
-        "por favor para",
-        "por favor pare",
-        "por favor paren",
-    }
-)
-
 # Built-in answers (placeholders as in campaign files); English is the fallback language.
 STOP_TEXT = {
     "en": "{clinic_name}: You are unsubscribed and will get no more texts from us. "
@@ -200,7 +112,6 @@ _SENT_LIKE = (
     MessageStatus.delivered,
     MessageStatus.undelivered,
 )
-_WORD = re.compile(r"[^\W_]+")
 # A North American number in E.164, as Twilio sends nearly every webhook number: area code and
 # exchange never start with 0 or 1, so it is possible and already in its E.164 form.
 _EMPTY_TWIML = str(MessagingResponse())  # most replies are answered through the outbox, or not at all
@@ -209,39 +120,6 @@ _NANP_E164 = re.compile(r"\+1[2-9][0-9]{2}[2-9][0-9]{6}\Z")
 
 class InboundError(ValueError):
     """A webhook whose fields cannot be used (the web layer answers 400 with this one line)."""
-
-
-@dataclass(frozen=True)
-class Normalized:
-    text: str  # accent-folded, case-folded words joined by single spaces
-    words: tuple[str, ...]
-    question: bool  # the raw text asked something (? or ¿)
-
-    @property
-    def first(self) -> str:
-        return self.words[0] if self.words else ""
-
-
-def normalize(body: str) -> Normalized:
-    """Trim, case-fold, fold accents, drop punctuation, symbols and emoji; contractions lose their
-    apostrophe ("don't" -> "dont") so phrases match however the phone typed it."""
-    folded = "".join(c for c in unicodedata.normalize("NFKD", body) if not unicodedata.combining(c))
-    folded = folded.casefold().replace("'", "").replace("\u2019", "")
-    words = tuple(_WORD.findall(folded))
-    return Normalized(text=" ".join(words), words=words, question="?" in body or "¿" in body)
-
-
-def opt_out_request(text: Normalized) -> str | None:
-    """The keyword or phrase that makes this an opt-out request, else None."""
-    if text.first in OPT_OUT_WORDS:
-        return text.first.upper()
-    if text.text in OPT_OUT_WHOLE:
-        return text.text
-    padded = f" {text.text} "
-    for phrase in OPT_OUT_PHRASES:
-        if f" {phrase} " in padded:
-            return phrase
-    return None
 
 
 def match_rule(text: Normalized, rules: Sequence[ReplyRule]) -> ReplyRule | None:
@@ -541,13 +419,9 @@ def _context(conn: Connection, phone: str, campaigns: Mapping[str, CampaignFile]
 
 def _classify(text: Normalized, ctx: _Context) -> tuple[Kind, str, ReplyRule | None]:
     """The family of a reply, with the keyword or phrase that decided it."""
-    stop = opt_out_request(text)
-    if stop is not None:
-        return Kind.opt_out, stop, None
-    if text.first in OPT_IN_WORDS or (ctx.opted_out and text.first in OPT_IN_IF_OPTED_OUT):
-        return Kind.opt_in, text.first.upper(), None
-    if text.first in HELP_WORDS:
-        return Kind.help, text.first.upper(), None
+    found = reserved(text, opted_out=ctx.opted_out)
+    if found is not None:
+        return Kind(found.family), found.word, None
     if ctx.campaign is not None:
         rule = match_rule(text, ctx.campaign.replies)
         if rule is not None:

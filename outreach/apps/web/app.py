@@ -185,7 +185,7 @@ def create_app(
     if campaigns is None:
         from outreach.campaigns import load_campaigns
 
-        campaigns = load_campaigns(settings.campaigns_dir)
+        campaigns = load_campaigns(settings.campaigns_dir, settings=settings)
     hooks = _Webhooks(settings, Signer(auth_token, public_url), GroupCommit(db), campaigns, dispatch, clock)
 
     app = WebhookAPI(
