@@ -23,6 +23,8 @@ from celery import Celery
 
 from outreach.config import get_settings
 
+# The tasks live in workers/tasks.py under explicit names (outreach.send_messages, outreach.tick,
+# outreach.sweep); `include` makes every worker import that module when it starts.
 app = Celery("outreach", include=["workers.tasks"])
 app.conf.update(
     # A worker started before Redis is up keeps trying to connect instead of exiting (Celery 6 will
