@@ -79,12 +79,14 @@ def _dynamic_import(node: ast.Call) -> str | None:
 
 
 def _violations(files: list[Path], forbidden: Callable[[str], bool]) -> list[str]:
-    found = []
+    """'file:line imports module', once per line (`from rich.table import Table` is rich.table)."""
+    found: dict[tuple[str, int], str] = {}
     for path in files:
         for line, name in imports(path):
-            if forbidden(name):
-                found.append(f"{path.relative_to(ROOT)}:{line} imports {name}")
-    return sorted(set(found))
+            key = (str(path.relative_to(ROOT)), line)
+            if forbidden(name) and (key not in found or len(name) < len(found[key])):
+                found[key] = name
+    return [f"{where}:{line} imports {name}" for (where, line), name in sorted(found.items())]
 
 
 def _assert_none(violations: list[str]) -> None:
