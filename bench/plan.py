@@ -107,7 +107,9 @@ def run(engine: Engine, folder: Path, *, n: int, seed: int, on: dt.date) -> dict
         "peak_rss_mb_so_far": _peak_rss_mb(),
         "helper_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
     }
-    events_result, events_s = _timed(lambda: import_events(engine, events, today=REFERENCE_DATE))
+    events_result, events_s = _timed(
+        lambda: import_events(engine, events, settings=settings, today=REFERENCE_DATE)
+    )
     # A bulk load leaves the planner without statistics until autovacuum gets to it; production
     # gets them within a minute, the benchmark asks for them at once.
     _, analyze_s = _timed(lambda: _analyze(engine))

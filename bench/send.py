@@ -177,7 +177,7 @@ class Bench:
     def pipeline(
         self, n: int, *, processes: int, concurrency: int, timeout: float, seed: int
     ) -> dict[str, Any]:
-        from workers.tasks import dispatch  # reads OUTREACH_BROKER_URL at import: after __post_init__
+        from workers.tasks import dispatch  # reads OUTREACH_BROKER_URL when first used: after __post_init__
 
         env = {"OUTREACH_SEND_RATE": UNLIMITED_RATE}
         with self._workers(processes, concurrency, env) as workers:

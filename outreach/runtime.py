@@ -41,10 +41,13 @@ class Runtime:
             import redis
 
             client = redis.Redis.from_url(self.settings.broker_url)
-        return limiter_for(self.settings, self.sender, client)
+        return limiter_for(self.settings, self.sender_id, client)
 
     @property
-    def sender(self) -> str:
+    def sender_id(self) -> str:
+        """Who sends, as the rate limit counts it: the messaging service SID, else the from-number.
+
+        Named for what it is, a string key, not the `send.batch.Sender` that does the sending."""
         return self.settings.twilio_messaging_service_sid or self.settings.twilio_from_number or "default"
 
     @property

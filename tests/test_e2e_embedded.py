@@ -99,8 +99,15 @@ def test_shipped_campaigns_deliver_the_right_text_to_the_right_patients(
     from tests.workers_harness import wait_until
 
     settings = get_settings()
-    assert roster.import_patients(engine, ROOT / "samples" / "roster.csv", today=START.date()).rejected == 0
-    assert roster.import_events(engine, ROOT / "samples" / "events.csv", today=START.date()).rejected == 0
+    samples = ROOT / "samples"
+    assert (
+        roster.import_patients(engine, samples / "roster.csv", settings=settings, today=START.date()).rejected
+        == 0
+    )
+    assert (
+        roster.import_events(engine, samples / "events.csv", settings=settings, today=START.date()).rejected
+        == 0
+    )
     campaigns = load_campaigns(ROOT / "campaigns", settings=settings)
     clock = [START]
     get_runtime().clock = lambda: clock[0]

@@ -13,11 +13,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from outreach.apps.cli import main
+from outreach.apps.web.twilio_forms import inbound_form, store_reply
 from outreach.campaigns import CampaignFile, parse_campaign
 from outreach.config import Settings, get_settings
 from outreach.errors import UserError
 from outreach.listen.handoffs import HandoffRefused, close_handoff, get_handoff, list_handoffs
-from outreach.listen.replies import handle_inbound
 from outreach.store.db import session_scope
 from outreach.store.models import AuditEntry, Handoff
 from tests.factories import seed_invite
@@ -68,7 +68,8 @@ def reply(
     """A patient's text through the real webhook logic; the hand-off it opened, if any."""
     form = {"MessageSid": f"SM{next(_sids):032d}", "From": phone, "To": "+16175550100", "Body": body}
     with session_scope(engine) as session:
-        result = handle_inbound(session, form, settings=settings, campaigns=campaigns, now=at)
+        reply = inbound_form(form, region=settings.default_region)
+        result = store_reply(session, reply, settings=settings, campaigns=campaigns, now=at)
     return result.handoff_id
 
 

@@ -18,7 +18,7 @@ from urllib3.exceptions import NewConnectionError, ProtocolError
 
 from outreach.config import get_settings
 from outreach.errors import UserError
-from outreach.providers import AmbiguousError, PermanentError, RetryableError, provider_for
+from outreach.providers import AmbiguousError, PermanentError, RetryableError
 from outreach.providers.console import ConsoleProvider
 from outreach.providers.twilio import TwilioProvider, classify_http, classify_transport
 from outreach.sandbox import SandboxServer
@@ -37,7 +37,7 @@ SID = re.compile(r"^SM[0-9a-f]{32}$")
 def test_create_fetch_and_list_through_the_official_client(
     twilio_env: SandboxServer, webhook_receiver: WebhookReceiver
 ) -> None:
-    provider = TwilioProvider()
+    provider = TwilioProvider(get_settings())
     before = dt.datetime.now(dt.UTC)
     sent = provider.send(
         to=PATIENT, body="Hi Ana, Riverside Health here.", status_callback=webhook_receiver.url()
@@ -56,7 +56,7 @@ def test_create_fetch_and_list_through_the_official_client(
 
 
 def test_list_to_pages_newest_first_and_stops_at_since(twilio_env: SandboxServer) -> None:
-    provider = TwilioProvider()
+    provider = TwilioProvider(get_settings())
     sids = [provider.send(to=PATIENT, body=f"message {i}").sid for i in range(55)]  # > one page of 50
     provider.send(to="+16175550124", body="someone else")
 
@@ -70,7 +70,7 @@ def test_messaging_service_is_preferred_and_reports_no_segments_yet(
 ) -> None:
     monkeypatch.setenv("TWILIO_MESSAGING_SERVICE_SID", SERVICE_SID)
     get_settings.cache_clear()
-    sent = TwilioProvider().send(to=PATIENT, body="hello")
+    sent = TwilioProvider(get_settings()).send(to=PATIENT, body="hello")
     assert (sent.status, sent.num_segments) == ("accepted", None)
     [record] = twilio_env.messages()
     assert (record["messaging_service_sid"], record["history"][0]) == (SERVICE_SID, "accepted")
@@ -81,7 +81,7 @@ def test_status_callback_defaults_to_the_public_url(
 ) -> None:
     monkeypatch.setenv("OUTREACH_PUBLIC_URL", "https://outreach.example.org/")
     get_settings.cache_clear()
-    provider = TwilioProvider()
+    provider = TwilioProvider(get_settings())
     provider.send(to=PATIENT, body="a")
     provider.send(to=PATIENT, body="b", status_callback="https://other.example.org/cb")
     callbacks = [m["status_callback"] for m in twilio_env.messages()]
@@ -93,7 +93,7 @@ def test_region_and_edge_do_not_redirect_a_custom_api_url(
 ) -> None:
     monkeypatch.setenv("TWILIO_REGION", "au1")
     monkeypatch.setenv("TWILIO_EDGE", "sydney")
-    TwilioProvider().send(to=PATIENT, body="hello")
+    TwilioProvider(get_settings()).send(to=PATIENT, body="hello")
     assert len(twilio_env.messages()) == 1
 
 
@@ -105,7 +105,7 @@ def test_rate_limit_and_server_error_are_retryable_and_create_nothing(
 ) -> None:
     twilio_env.configure(**fault)
     with pytest.raises(RetryableError) as caught:
-        TwilioProvider().send(to=PATIENT, body="hello")
+        TwilioProvider(get_settings()).send(to=PATIENT, body="hello")
     assert (caught.value.code, caught.value.http_status) == (code, http_status)
     assert twilio_env.messages() == []
     # One request, one answer: neither requests nor the twilio client resent the POST.
@@ -131,7 +131,7 @@ def test_unknown_host_is_retryable() -> None:
 
 def test_accepted_then_timeout_is_ambiguous_and_the_message_exists(twilio_env: SandboxServer) -> None:
     twilio_env.configure(p_timeout=1.0, timeout_hold_s=5)
-    provider = TwilioProvider(timeout=0.5)
+    provider = TwilioProvider(get_settings(), timeout=0.5)
     since = dt.datetime.now(dt.UTC)
     with pytest.raises(AmbiguousError):
         provider.send(to=PATIENT, body="hello")
@@ -185,7 +185,7 @@ def test_refused_numbers_are_permanent_with_twilio_code(
     twilio_env: SandboxServer, to: str, code: int
 ) -> None:
     with pytest.raises(PermanentError) as caught:
-        TwilioProvider().send(to=to, body="hello")
+        TwilioProvider(get_settings()).send(to=to, body="hello")
     assert (caught.value.code, caught.value.http_status) == (code, 400)
     assert to not in caught.value.message  # the message is logged; numbers are masked
     assert twilio_env.messages() == []
@@ -193,7 +193,7 @@ def test_refused_numbers_are_permanent_with_twilio_code(
 
 def test_configured_rejection_and_unknown_sid(twilio_env: SandboxServer) -> None:
     twilio_env.configure(reject={PATIENT: 21610})
-    provider = TwilioProvider()
+    provider = TwilioProvider(get_settings())
     with pytest.raises(PermanentError) as caught:
         provider.send(to=PATIENT, body="hello")
     assert caught.value.code == 21610
@@ -208,7 +208,7 @@ def test_wrong_credentials_answer_401_and_are_retryable(
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "not-the-token")
     get_settings.cache_clear()
     with pytest.raises(RetryableError) as caught:
-        TwilioProvider().send(to=PATIENT, body="hello")
+        TwilioProvider(get_settings()).send(to=PATIENT, body="hello")
     assert (caught.value.code, caught.value.http_status) == (20003, 401)
     answer = requests.get(
         f"{twilio_env.url}/2010-04-01/Accounts/{twilio_env.account_sid}/Messages.json",
@@ -239,7 +239,7 @@ def test_missing_settings_name_the_variable(
     monkeypatch.delenv(unset)
     get_settings.cache_clear()
     with pytest.raises(UserError, match=re.escape(named)):
-        provider_for()
+        TwilioProvider(get_settings())
 
 
 def test_transport_errors_are_sorted_by_whether_the_request_left() -> None:

@@ -9,16 +9,12 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from outreach.apps.web.twilio_forms import BadWebhook, inbound_form, store_reply, twiml
 from outreach.campaigns import CampaignFile, parse_campaign
 from outreach.config import Settings, get_settings
 from outreach.keywords import normalize, opt_out_request
 from outreach.listen import consent
-from outreach.listen.replies import (
-    InboundError,
-    InboundResult,
-    Kind,
-    handle_inbound,
-)
+from outreach.listen.replies import InboundResult, Kind
 from outreach.store.models import (
     Activation,
     Campaign,
@@ -133,13 +129,12 @@ def reply(
     minutes: int = 5,
 ) -> InboundResult:
     form = {"MessageSid": sid or f"SM{next(_sids):032x}", "From": phone, "To": "+16175550100", "Body": body}
-    return handle_inbound(
+    return store_reply(
         session,
-        form,
+        inbound_form(form, region=settings.default_region, idempotency_token=token),
         settings=settings,
         campaigns=campaigns,
         now=result_now(minutes),
-        idempotency_token=token,
     )
 
 
@@ -294,7 +289,7 @@ def test_stop_cancels_all_three_queued_messages_and_confirms_in_twiml(
     statuses = session.scalars(select(Message.status).where(Message.step_id != "invite")).all()
     assert statuses == ["canceled"] * 3
     assert result.reply is not None and "Riverside Health" in result.reply and "START" in result.reply
-    assert "<Response><Message>Riverside Health" in result.twiml()
+    assert "<Response><Message>Riverside Health" in twiml(result.reply)
     assert answers(session) == []  # the confirmation goes in the response, not the outbox
 
 
@@ -397,7 +392,7 @@ def test_with_advanced_opt_out_twilio_answers_stop_start_and_help_itself(
     help_ = reply(session, "HELP", advanced, campaigns, minutes=3)
 
     assert [stop.reply, start.reply, help_.reply] == [None, None, None]
-    assert stop.twiml().endswith("<Response />")
+    assert twiml(stop.reply).endswith("<Response />")
     assert answers(session) == []
     assert not consent.is_opted_out(session, PHONE)  # we still record both moves ourselves
     assert session.scalars(select(InboundMessage.classification).order_by(InboundMessage.id)).all() == [
@@ -615,8 +610,8 @@ def test_unusable_fields_are_refused_with_one_line(
     form: dict[str, str],
     reason: str,
 ) -> None:
-    with pytest.raises(InboundError) as excinfo:
-        handle_inbound(session, form, settings=settings, campaigns=campaigns, now=T0)
+    with pytest.raises(BadWebhook) as excinfo:
+        inbound_form(form, region=settings.default_region)
     assert str(excinfo.value) == reason
     assert count(session, InboundMessage) == 0
 

@@ -19,8 +19,9 @@ from rich.console import Console
 from sqlalchemy import Engine
 
 from outreach.apps.cli import main
+from outreach.apps.report_table import print_report
 from outreach.errors import UserError
-from outreach.outcomes.funnel import funnel, print_report
+from outreach.outcomes.funnel import funnel
 from outreach.store.db import session_scope
 from outreach.store.models import (
     Activation,

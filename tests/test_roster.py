@@ -15,6 +15,8 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, func, select, update
 
 from outreach.apps.cli import main
+from outreach.apps.progress import FileProgress
+from outreach.config import get_settings
 from outreach.errors import UserError
 from outreach.ingest import csvfile
 from outreach.ingest.roster import ImportResult, RowError, import_events, import_patients, write_errors_csv
@@ -80,7 +82,7 @@ def test_each_bad_row_is_reported_with_its_physical_line(
     ]
     path = _write(tmp_path / "roster.csv", lines, newline)
 
-    result = import_patients(engine, path, today=TODAY)
+    result = import_patients(engine, path, settings=get_settings(), today=TODAY)
 
     assert _errors(result) == [
         (4, "birth_date", "1980-02-30"),
@@ -127,14 +129,14 @@ def test_each_bad_row_is_reported_with_its_physical_line(
 
 def test_one_row_with_several_problems_counts_once(engine: Engine, tmp_path: Path) -> None:
     path = _write(tmp_path / "r.csv", [HEADER, "B1,,,1980-01-01,Q,12,en,,"])
-    result = import_patients(engine, path, today=TODAY)
+    result = import_patients(engine, path, settings=get_settings(), today=TODAY)
     assert result.rejected == 1 and result.accepted == 0
     assert [(e.line, e.column) for e in result.errors] == [(2, "first_name"), (2, "sex"), (2, "phone")]
 
 
 def test_empty_sex_language_and_optional_columns_default(engine: Engine, tmp_path: Path) -> None:
     path = _write(tmp_path / "r.csv", ["phone,birth_date,first_name,mrn", "212-555-0150,1950-06-01,Zoe,C1"])
-    result = import_patients(engine, path, today=TODAY)
+    result = import_patients(engine, path, settings=get_settings(), today=TODAY)
     assert (result.accepted, result.rejected) == (1, 0)
     patient = _patients(engine)["C1"]
     assert (patient.sex, patient.language, patient.last_name, patient.timezone, patient.active) == (
@@ -148,7 +150,7 @@ def test_empty_sex_language_and_optional_columns_default(engine: Engine, tmp_pat
 
 def test_too_long_values_are_rejected_not_truncated(engine: Engine, tmp_path: Path) -> None:
     path = _write(tmp_path / "r.csv", [HEADER, f"D1,Al,Lee,1980-01-01,M,(617) 555-0101,en,,{'9' * 17}"])
-    result = import_patients(engine, path, today=TODAY)
+    result = import_patients(engine, path, settings=get_settings(), today=TODAY)
     assert _errors(result) == [(2, "postal_code", "9" * 17)]
     assert result.errors[0].reason == "too long (at most 16 characters)"
 
@@ -159,7 +161,7 @@ def test_too_long_values_are_rejected_not_truncated(engine: Engine, tmp_path: Pa
 def test_bom_crlf_any_column_order_and_header_spelling(engine: Engine, tmp_path: Path) -> None:
     lines = ["Phone, Birth Date ,MRN,First-Name,Sex", '"(303) 555-0120",1990-03-04,E1,"Ana, María",f']
     path = _write(tmp_path / "r.csv", lines, "\r\n", bom=True)
-    result = import_patients(engine, path, today=TODAY)
+    result = import_patients(engine, path, settings=get_settings(), today=TODAY)
     assert (result.accepted, result.rejected, result.errors) == (1, 0, [])
     patient = _patients(engine)["E1"]
     assert (patient.first_name, patient.phone, patient.sex) == ("Ana, María", "+13035550120", "female")
@@ -169,7 +171,7 @@ def test_extra_columns_are_ignored_with_one_note(engine: Engine, tmp_path: Path)
     path = _write(
         tmp_path / "r.csv", [HEADER + ",notes,insurer", "F1,Al,Lee,1980-01-01,M,(617) 555-0101,en,,,x,y"]
     )
-    result = import_patients(engine, path, today=TODAY)
+    result = import_patients(engine, path, settings=get_settings(), today=TODAY)
     assert result.accepted == 1
     assert result.notes == ["r.csv: ignored columns notes, insurer"]
 
@@ -197,7 +199,7 @@ def test_a_bad_file_is_one_user_error_before_anything_loads(
     path = tmp_path / "bad.csv"
     path.write_bytes(content)
     with pytest.raises(UserError) as caught:
-        import_patients(engine, path, today=TODAY)
+        import_patients(engine, path, settings=get_settings(), today=TODAY)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
     with engine.connect() as conn:
@@ -210,7 +212,7 @@ def test_a_stray_non_utf8_line_deep_in_the_file_rejects_only_that_row(engine: En
     body = "\n".join([HEADER, *good]).encode() + b"\nH-bad,Jos\xe9,Lee,1980-01-01,M,(617) 555-0100,en,,\n"
     path.write_bytes(body + b"H-last,Al,Lee,1980-01-01,M,(617) 555-0100,en,,\n")
     assert len(body) > 64 * 1024  # beyond the part checked up front
-    result = import_patients(engine, path, today=TODAY)
+    result = import_patients(engine, path, settings=get_settings(), today=TODAY)
     assert _errors(result) == [(1502, "", "")]
     assert "UTF-8" in result.errors[0].reason
     assert (result.accepted, result.rejected) == (1501, 1)
@@ -219,7 +221,7 @@ def test_a_stray_non_utf8_line_deep_in_the_file_rejects_only_that_row(engine: En
 def test_a_nul_byte_rejects_its_row(engine: Engine, tmp_path: Path) -> None:
     rows = ["W1,A\x00l,Lee,1980-01-01,M,(617) 555-0101,en,,", "W2,Al,Lee,1980-01-01,M,(617) 555-0102,en,,"]
     path = _write(tmp_path / "r.csv", [HEADER, *rows])
-    result = import_patients(engine, path, today=TODAY)
+    result = import_patients(engine, path, settings=get_settings(), today=TODAY)
     assert _errors(result) == [(2, "", "")]
     assert "NUL" in result.errors[0].reason
     assert set(_patients(engine)) == {"W2"}
@@ -227,7 +229,7 @@ def test_a_nul_byte_rejects_its_row(engine: Engine, tmp_path: Path) -> None:
 
 def test_unterminated_quote_is_reported_not_raised(engine: Engine, tmp_path: Path) -> None:
     path = _write(tmp_path / "r.csv", [HEADER, "I1,Al,Lee,1980-01-01,M,(617) 555-0101,en,,", 'I2,"Al,Lee'])
-    result = import_patients(engine, path, today=TODAY)
+    result = import_patients(engine, path, settings=get_settings(), today=TODAY)
     assert result.accepted == 1 and result.rejected == 1
     assert result.errors[0].line == 3
 
@@ -238,14 +240,14 @@ def test_unterminated_quote_is_reported_not_raised(engine: Engine, tmp_path: Pat
 def test_reimport_changes_nothing_and_a_changed_row_is_updated(engine: Engine, tmp_path: Path) -> None:
     rows = [f"J{i},Al{i},Lee,1980-01-{i + 1:02d},M,(617) 555-{100 + i:04d},en,,02115" for i in range(12)]
     path = _write(tmp_path / "r.csv", [HEADER, *rows])
-    first = import_patients(engine, path, today=TODAY, batch_size=5)
+    first = import_patients(engine, path, settings=get_settings(), today=TODAY, batch_size=5)
     assert (first.accepted, first.inserted, first.updated, first.unchanged) == (12, 12, 0, 0)
     # Age every row so a later update is visible whatever the clock resolution.
     old = dt.datetime(2020, 1, 1)
     with engine.begin() as conn:
         conn.execute(update(Patient).values(updated_at=old))
 
-    again = import_patients(engine, path, today=TODAY, batch_size=5)
+    again = import_patients(engine, path, settings=get_settings(), today=TODAY, batch_size=5)
     assert (again.accepted, again.rejected, again.inserted, again.updated, again.unchanged) == (
         12,
         0,
@@ -257,7 +259,13 @@ def test_reimport_changes_nothing_and_a_changed_row_is_updated(engine: Engine, t
 
     rows[3] = "J3,Al3,Lee,1980-01-04,M,(212) 555-0199,es,,10027"  # new number, language and postal code
     rows.append("J99,New,Lee,1980-02-01,F,(617) 555-0199,en,,")
-    changed = import_patients(engine, _write(tmp_path / "r2.csv", [HEADER, *rows]), today=TODAY, batch_size=5)
+    changed = import_patients(
+        engine,
+        _write(tmp_path / "r2.csv", [HEADER, *rows]),
+        settings=get_settings(),
+        today=TODAY,
+        batch_size=5,
+    )
     assert (changed.accepted, changed.inserted, changed.updated, changed.unchanged) == (13, 1, 1, 11)
     stored = _patients(engine)
     assert (stored["J3"].phone, stored["J3"].language, stored["J3"].postal_code) == (
@@ -273,7 +281,13 @@ def test_reimport_changes_nothing_and_a_changed_row_is_updated(engine: Engine, t
 def test_duplicates_are_caught_across_batches(engine: Engine, tmp_path: Path) -> None:
     rows = [f"K{i},Al,Lee,1980-01-01,M,(617) 555-{100 + i:04d},en,," for i in range(7)]
     rows.append("K1,Al,Lee,1980-01-01,M,(617) 555-0150,en,,")  # line 9; K1 was on line 3
-    result = import_patients(engine, _write(tmp_path / "r.csv", [HEADER, *rows]), today=TODAY, batch_size=2)
+    result = import_patients(
+        engine,
+        _write(tmp_path / "r.csv", [HEADER, *rows]),
+        settings=get_settings(),
+        today=TODAY,
+        batch_size=2,
+    )
     assert _errors(result) == [(9, "mrn", "K1")]
     assert result.errors[0].reason == "duplicate mrn (first on line 3)"
     assert _patients(engine)["K1"].phone == "+16175550101"
@@ -285,7 +299,7 @@ def test_missing_tables_say_to_run_db_upgrade(tmp_path: Path) -> None:
     bare = engine_for(f"sqlite:///{tmp_path / 'bare.db'}")
     path = _write(tmp_path / "r.csv", [HEADER, "L1,Al,Lee,1980-01-01,M,(617) 555-0101,en,,"])
     with pytest.raises(UserError, match="run `outreach db upgrade`"):
-        import_patients(bare, path, today=TODAY)
+        import_patients(bare, path, settings=get_settings(), today=TODAY)
 
 
 # --- events ------------------------------------------------------------------------------------
@@ -306,7 +320,7 @@ def test_events_import_reports_bad_rows_and_is_idempotent(engine: Engine, tmp_pa
         "M3,hpv_test",  # 11: wrong column count
     ]
     path = _write(tmp_path / "events.csv", lines, "\r\n")
-    result = import_events(engine, path, today=TODAY)
+    result = import_events(engine, path, settings=get_settings(), today=TODAY)
     assert _errors(result) == [
         (6, "event", "xray"),
         (7, "date", "2026-12-01"),
@@ -324,7 +338,7 @@ def test_events_import_reports_bad_rows_and_is_idempotent(engine: Engine, tmp_pa
         ("flu_vaccine", "", ""),
     ]
 
-    again = import_events(engine, path, today=TODAY)
+    again = import_events(engine, path, settings=get_settings(), today=TODAY)
     assert (again.accepted, again.inserted, again.updated, again.unchanged) == (4, 0, 0, 4)
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(PatientEvent)) == 3
@@ -333,7 +347,7 @@ def test_events_import_reports_bad_rows_and_is_idempotent(engine: Engine, tmp_pa
 def test_events_header_must_have_mrn_event_and_date(engine: Engine, tmp_path: Path) -> None:
     path = _write(tmp_path / "e.csv", ["mrn,kind,date", "N1,fit,2026-01-01"])
     with pytest.raises(UserError, match="lacks required column event; found columns: mrn, kind, date"):
-        import_events(engine, path, today=TODAY)
+        import_events(engine, path, settings=get_settings(), today=TODAY)
 
 
 # --- errors file -------------------------------------------------------------------------------
@@ -453,9 +467,9 @@ def test_progress_bar_only_when_asked_on_a_terminal(
     if terminal:
         monkeypatch.setenv("FORCE_COLOR", "1")  # rich then treats stderr as a terminal
     path = _write(tmp_path / "r.csv", [HEADER, "V1,Al,Lee,1980-01-01,M,(617) 555-0101,en,,"])
-    quiet = import_patients(engine, path, today=TODAY, progress=False)
+    quiet = import_patients(engine, path, settings=get_settings(), today=TODAY, progress=None)
     assert capsys.readouterr().err == ""
-    shown = import_patients(engine, path, today=TODAY, progress=True)
+    shown = import_patients(engine, path, settings=get_settings(), today=TODAY, progress=FileProgress())
     assert (quiet.inserted, shown.accepted) == (1, 1)
     drawn = capsys.readouterr().err
     assert ("importing r.csv" in drawn) is terminal
@@ -465,8 +479,8 @@ def test_progress_bar_only_when_asked_on_a_terminal(
 
 
 def test_shipped_samples_import_without_rejections(engine: Engine) -> None:
-    patients = import_patients(engine, ROOT / "samples" / "roster.csv", today=TODAY)
-    events = import_events(engine, ROOT / "samples" / "events.csv", today=TODAY)
+    patients = import_patients(engine, ROOT / "samples" / "roster.csv", settings=get_settings(), today=TODAY)
+    events = import_events(engine, ROOT / "samples" / "events.csv", settings=get_settings(), today=TODAY)
     assert (patients.rejected, patients.errors, patients.notes) == (0, [], [])
     assert (events.rejected, events.errors) == (0, [])
     assert 55 <= patients.inserted <= 65
@@ -505,8 +519,8 @@ def test_large_generator_is_deterministic_distinct_and_clean(engine: Engine, tmp
     generate.write_roster(tmp_path / "b.csv", 3000, seed=5)
     generate.write_events(tmp_path / "e.csv", 3000, seed=5)
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
-    patients = import_patients(engine, tmp_path / "a.csv", today=TODAY)
-    events = import_events(engine, tmp_path / "e.csv", today=TODAY)
+    patients = import_patients(engine, tmp_path / "a.csv", settings=get_settings(), today=TODAY)
+    events = import_events(engine, tmp_path / "e.csv", settings=get_settings(), today=TODAY)
     assert (patients.accepted, patients.rejected) == (3000, 0)
     assert events.rejected == 0 and events.accepted > 3000
     with engine.connect() as conn:
@@ -519,7 +533,7 @@ def test_whitespace_inside_names_is_collapsed(engine: Engine, tmp_path: Path) ->
         "mrn,first_name,last_name,birth_date,phone\n"
         'N1,"Mary\n  Ann","de  la Cruz",1970-01-01,(617) 555-0101\n'
     )
-    assert import_patients(engine, roster_file).rejected == 0
+    assert import_patients(engine, roster_file, settings=get_settings()).rejected == 0
     with session_scope(engine) as s:
         patient = s.scalars(select(Patient)).one()
         assert (patient.first_name, patient.last_name) == ("Mary Ann", "de la Cruz")
@@ -538,7 +552,7 @@ def test_large_files_are_checked_in_helper_processes_with_the_same_result(
     path = tmp_path / "big.csv"
     path.write_text("\n".join(rows) + "\n")
     monkeypatch.setattr(roster, "PARALLEL_FROM_BYTES", 0)
-    result = import_patients(engine, path, batch_size=100)
+    result = import_patients(engine, path, settings=get_settings(), batch_size=100)
     assert (result.accepted, result.rejected, result.inserted) == (1197, 3, 1197)
     assert [(e.line, e.column, e.value) for e in result.errors] == [
         (302, "phone", "555-283-2805"),
@@ -552,7 +566,7 @@ def test_large_files_are_checked_in_helper_processes_with_the_same_result(
 
     # The same file checked in this process finds every row already stored as it would store it.
     monkeypatch.setattr(roster, "PARALLEL_FROM_BYTES", 1 << 40)
-    again = import_patients(engine, path, batch_size=100)
+    again = import_patients(engine, path, settings=get_settings(), batch_size=100)
     assert (again.accepted, again.rejected, again.inserted, again.updated) == (1197, 3, 0, 0)
     assert again.errors == result.errors
 
@@ -561,7 +575,7 @@ def test_a_number_spanning_many_time_zones_loads_with_all_of_them(engine: Engine
     """A valid +7 mobile spans Russia's and Kazakhstan's zones (16, over 200 characters): stored
     whole, on PostgreSQL as on SQLite, rather than failing the import."""
     path = _write(tmp_path / "roster.csv", [HEADER, "R1,Ivan,Petrov,1970-05-05,M,+7 912 345 67 89,ru,,"])
-    result = import_patients(engine, path, today=TODAY)
+    result = import_patients(engine, path, settings=get_settings(), today=TODAY)
     assert (result.accepted, result.rejected) == (1, 0)
     zones = _patients(engine)["R1"].phone_zones or ""
     assert len(zones.split()) > 10 and len(zones) > 200

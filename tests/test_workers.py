@@ -25,7 +25,7 @@ from outreach.providers.twilio import TwilioProvider
 from outreach.sandbox.server import SandboxServer
 from outreach.sandbox.state import SandboxConfig
 from outreach.send import sweeper
-from outreach.store.db import get_engine, session_scope
+from outreach.store.db import engine_for, session_scope
 from outreach.store.models import Message, MessageStatus
 from tests.factories import add_patient
 from tests.workers_harness import wait_until, worker_processes
@@ -114,7 +114,11 @@ def _tick(env: dict[str, str], monkeypatch: pytest.MonkeyPatch, dispatch) -> sch
     get_settings.cache_clear()
     settings = get_settings()
     return scheduler.tick(
-        get_engine(), load_campaigns(settings=settings), settings=settings, now=utcnow(), dispatch=dispatch
+        engine_for(settings.database_url),
+        load_campaigns(settings=settings),
+        settings=settings,
+        now=utcnow(),
+        dispatch=dispatch,
     )
 
 

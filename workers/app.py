@@ -1,36 +1,77 @@
 """The Celery app: `celery -A workers worker` and `celery -A workers beat`.
 
-Acks are late and prefetch is 1 so a killed worker's task goes back to the queue; the outbox's
-claim makes the redelivery harmless. Sending is I/O-bound, so the default pool is threads.
+Importing this module reads no settings. The broker URL comes from outreach's settings when Celery
+first needs its configuration (a worker or beat starting, the first task sent, a health check),
+through the promise given to `app.add_defaults` below. So `import workers` never fails on a
+malformed OUTREACH_* variable (the CLI and the web app import it to dispatch), and a process that
+sets its environment after the import (the demo, the tests) still gets the broker it chose.
+
+Why a promise to `add_defaults` and not the `on_configure` signal: Celery's signals log a
+receiver's exception and carry on, so a malformed setting would leave the broker at Celery's own
+default (amqp://localhost) instead of stopping with the variable's name. The promise is evaluated
+at the same moment, and its UserError reaches whoever needed the configuration. Its values rank
+below anything set on `app.conf` (the demo's in-memory broker) and below CELERY_BROKER_URL, as a
+default should.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
 
 from outreach.config import get_settings
 
+# The tasks live in workers/tasks.py under explicit names (outreach.send_messages, outreach.tick,
+# outreach.sweep); `include` makes every worker import that module when it starts.
 app = Celery("outreach", include=["workers.tasks"])
 app.conf.update(
-    broker_url=get_settings().broker_url,
+    # A worker started before Redis is up keeps trying to connect instead of exiting (Celery 6 will
+    # stop retrying the first connection unless told to).
     broker_connection_retry_on_startup=True,
-    # Redis re-delivers unacknowledged tasks after this; tasks are short and idempotent anyway.
+    # Redis hands an unacknowledged task to another worker after this long. An hour is far beyond
+    # any task (a send batch takes seconds), so only a dead worker's tasks come back; a duplicate
+    # delivery is harmless anyway, because the outbox's claim lets exactly one run send a row.
     broker_transport_options={"visibility_timeout": 3600},
+    # Acknowledge a task after it ran, not when it arrived: a worker killed mid-task leaves the
+    # message unacknowledged, so it is delivered again instead of lost (DESIGN.md §7.5).
     task_acks_late=True,
+    # With late acks Celery still acknowledges a task whose worker process died under it (killed,
+    # out of memory); this puts it back on the queue instead.
     task_reject_on_worker_lost=True,
+    # Tasks report through the database (the outbox and its statuses); nothing reads a result backend.
     task_ignore_result=True,
+    # One named queue that the dispatchers (workers/tasks.py, the benchmarks) and the workers share.
     task_default_queue="outreach",
+    # At most one unacknowledged task per thread (Celery's default is four): with late acks a task
+    # reserved but not started is held from every other worker, so a deeper prefetch lets one busy
+    # worker sit on sends that idle workers could run, and redeliver all of them late if it dies.
     worker_prefetch_multiplier=1,
+    # Sending is I/O-bound (waiting on Twilio and on the rate limiter), so threads, not processes:
+    # one process shares the database pool, the limiter and the HTTP connections (outreach/runtime.py).
     worker_pool="threads",
+    # Threads per worker process: enough requests in flight to keep a sender's rate busy through
+    # Twilio's latency. The database pool is sized to match (outreach/store/db.py).
     worker_concurrency=32,
+    # Keep the process's own logging set-up (the CLI's, uvicorn's, an operator's); Celery would
+    # otherwise replace the root logger's handlers with its own.
     worker_hijack_root_logger=False,
+    # `celery -A workers beat`: one scheduler pass and one sweep a minute. Both are idempotent, so
+    # a second beat (or a manual `outreach tick`) is harmless.
     beat_schedule={
         "tick-every-minute": {"task": "outreach.tick", "schedule": 60.0},
         "sweep-every-minute": {"task": "outreach.sweep", "schedule": 60.0},
     },
 )
+
+
+def _from_settings() -> dict[str, Any]:
+    """The settings-dependent options, read when Celery first needs its configuration."""
+    return {"broker_url": get_settings().broker_url}
+
+
+app.add_defaults(_from_settings)
 
 
 # The twilio client logs every request's headers at INFO (ten lines a message): noise, and a lock

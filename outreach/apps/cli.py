@@ -7,7 +7,7 @@ stderr with a non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -16,8 +16,22 @@ from outreach.clock import clinic_time, clinic_today
 from outreach.errors import UserError
 from outreach.send.dispatch import Dispatch
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from outreach.apps.progress import FileProgress
+
 err_console = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
+
+
+def _engine() -> Engine:
+    """The database of OUTREACH_DATABASE_URL: the entry point reads the settings, the engine is
+    handed what it needs (a malformed URL is a UserError naming the variable)."""
+    from outreach.config import get_settings
+    from outreach.store.db import engine_for
+
+    return engine_for(get_settings().database_url)
 
 
 class _Group(click.Group):
@@ -51,7 +65,7 @@ def db_upgrade() -> None:
     from outreach.config import get_settings
     from outreach.store import db as dbmod
 
-    dbmod.upgrade()
+    dbmod.upgrade(_engine())
     out.print(f"schema is up to date ({_safe_url(get_settings().database_url)})")
 
 
@@ -101,18 +115,20 @@ def patients_import(roster: str, events_path: str | None, errors_path: str | Non
     FILE with `.events` before its suffix (errors.csv -> errors.events.csv)."""
     from pathlib import Path
 
+    from outreach.config import get_settings
     from outreach.ingest.roster import check_events_header, import_events, import_patients
-    from outreach.store.db import get_engine
 
-    engine = get_engine()
+    engine = _engine()
     if events_path is not None:
         check_events_header(Path(events_path))  # both headers are checked before anything loads
-    progress = err_console.is_terminal and not as_json
+    settings, progress = get_settings(), _file_progress(as_json)
     errors = Path(errors_path) if errors_path else None
-    results = [(Path(roster), import_patients(engine, Path(roster), progress=progress), errors)]
+    results = [
+        (Path(roster), import_patients(engine, Path(roster), settings=settings, progress=progress), errors)
+    ]
     if events_path is not None:
         events_errors = errors.with_name(f"{errors.stem}.events{errors.suffix}") if errors else None
-        result = import_events(engine, Path(events_path), progress=progress)
+        result = import_events(engine, Path(events_path), settings=settings, progress=progress)
         results.append((Path(events_path), result, events_errors))
     _finish_import(results, as_json)
 
@@ -125,12 +141,19 @@ def events_import(events_file: str, errors_path: str | None, as_json: bool) -> N
     """Add clinical events by mrn; events already known are left alone. Exits 1 if any row was rejected."""
     from pathlib import Path
 
+    from outreach.config import get_settings
     from outreach.ingest.roster import import_events
-    from outreach.store.db import get_engine
 
-    progress = err_console.is_terminal and not as_json
-    result = import_events(get_engine(), Path(events_file), progress=progress)
+    progress = _file_progress(as_json)
+    result = import_events(_engine(), Path(events_file), settings=get_settings(), progress=progress)
     _finish_import([(Path(events_file), result, Path(errors_path) if errors_path else None)], as_json)
+
+
+def _file_progress(as_json: bool) -> FileProgress | None:
+    """A bar on stderr while a large file loads (on a terminal only); none under --json."""
+    from outreach.apps.progress import FileProgress
+
+    return None if as_json else FileProgress(err_console)
 
 
 def _finish_import(results: list[tuple[Any, Any, Any]], as_json: bool) -> None:
@@ -293,7 +316,7 @@ def campaigns_preview(campaign_id: str, on_text: str | None, as_json: bool, limi
         raise UserError(f"no campaign {campaign_id!r} in {settings.campaigns_dir}; known ids: {known}")
     campaign = found[campaign_id]
     shown = limit if limit is not None or as_json else PREVIEW_TABLE_ROWS
-    with session_scope() as session:
+    with session_scope(_engine()) as session:
         rows = preview(session, campaign, on, settings=settings, limit=shown)
         count = len(rows) if shown is None or len(rows) < shown else count_eligible(session, campaign, on)
     inactive = None
@@ -357,7 +380,6 @@ def tick_command(now_text: str | None, no_dispatch: bool, as_json: bool) -> None
     from outreach.clock import naive_utc
     from outreach.config import get_settings
     from outreach.plan import scheduler
-    from outreach.store.db import get_engine
 
     now = None
     if now_text:
@@ -371,8 +393,9 @@ def tick_command(now_text: str | None, no_dispatch: bool, as_json: bool) -> None
     if not no_dispatch:
         from workers.tasks import dispatch
     settings = get_settings()
-    files = load_campaigns(settings=settings)
-    result = scheduler.tick(get_engine(), files, settings=settings, now=now, dispatch=dispatch)
+    result = scheduler.tick(
+        _engine(), load_campaigns(settings=settings), settings=settings, now=now, dispatch=dispatch
+    )
     if as_json:
         out.print_json(json.dumps(result.as_dict()))
     else:
@@ -479,7 +502,7 @@ def handoffs_list(open_only: bool, as_json: bool, show_numbers: bool) -> None:
     from outreach.phones import mask
     from outreach.store.db import session_scope
 
-    with session_scope() as session:
+    with session_scope(_engine()) as session:
         rows = list_handoffs(session, open_only=open_only)
     if as_json:
         payload = {"handoffs": [row.as_dict(show_numbers=show_numbers) for row in rows]}
@@ -522,7 +545,7 @@ def handoffs_close(handoff_id: int, by: str, note: str) -> None:
     from outreach.store.db import session_scope
 
     try:
-        with session_scope() as session:
+        with session_scope(_engine()) as session:
             row = close_handoff(session, handoff_id, by=by, note=note, at=utcnow())
     except HandoffRefused as exc:
         raise _refused(exc) from None
@@ -548,7 +571,7 @@ def optouts_list(as_json: bool, show_numbers: bool) -> None:
     from outreach.phones import mask
     from outreach.store.db import session_scope
 
-    with session_scope() as session:
+    with session_scope(_engine()) as session:
         rows = list_opt_outs(session)
     if as_json:
         payload = {"optouts": [row.as_dict(show_numbers=show_numbers) for row in rows]}
@@ -585,7 +608,7 @@ def optouts_add(number: str, by: str, reason: str | None) -> None:
     from outreach.phones import mask
     from outreach.store.db import session_scope
 
-    with session_scope() as session:
+    with session_scope(_engine()) as session:
         change = add_opt_out(
             session, number, by=by, reason=reason, at=utcnow(), default_region=get_settings().default_region
         )
@@ -617,7 +640,7 @@ def optouts_remove(number: str, by: str, reason: str) -> None:
     from outreach.store.db import session_scope
 
     try:
-        with session_scope() as session:
+        with session_scope(_engine()) as session:
             change = remove_opt_out(
                 session,
                 number,
@@ -665,19 +688,19 @@ def report_command(
     """The funnel per campaign and step: eligible, enrolled, sent, delivered, replied, activated."""
     import json
 
+    from outreach.apps.report_table import print_report
     from outreach.campaigns import load_campaigns
     from outreach.config import get_settings
-    from outreach.outcomes.funnel import funnel, print_report
-    from outreach.store.db import get_engine
+    from outreach.outcomes.funnel import funnel
 
     since = _date_option("--since", since_text)
-    on = _date_option("--on", on_text)
+    on = _date_option("--on", on_text) or clinic_today(get_settings().default_timezone)
     try:
         files = load_campaigns(settings=get_settings())
     except UserError as exc:  # the history is still worth reporting; only 'eligible' needs the files
         err_console.print(f"note: campaign files not loaded, no eligible counts: {exc}", soft_wrap=True)
         files = {}
-    result = funnel(get_engine(), campaign_id=campaign_id, since=since, campaigns=files, on=on)
+    result = funnel(_engine(), campaign_id=campaign_id, since=since, campaigns=files, on=on)
     if as_json:
         click.echo(json.dumps(result.as_json(), ensure_ascii=False, indent=2))
     else:
@@ -706,7 +729,7 @@ def demo_command(keep_dir: str | None, days: int | None, fast: bool, seed: int) 
     from pathlib import Path
 
     from outreach.apps.demo import DEFAULT_DAYS, FAST_DAYS, run_demo
-    from outreach.outcomes.funnel import print_report
+    from outreach.apps.report_table import print_report
 
     keep = Path(keep_dir).resolve() if keep_dir else None
     days = days or (FAST_DAYS if fast else DEFAULT_DAYS)

@@ -268,7 +268,7 @@ def _run(
         (root / "samples" / "roster.csv", roster.import_patients),
         (root / "samples" / "events.csv", roster.import_events),
     ):
-        result = load(engine, path, today=today)
+        result = load(engine, path, settings=settings, today=today)
         console.print(f"  imported {path.name}: {result.accepted} rows", soft_wrap=True, highlight=False)
     campaigns = load_campaigns(root / "campaigns", settings=settings)
     console.print(f"  campaigns: {', '.join(campaigns)}", soft_wrap=True, highlight=False)

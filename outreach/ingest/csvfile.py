@@ -14,11 +14,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from outreach.errors import UserError
 
-# Files smaller than this finish before a progress bar would be worth drawing.
+# Files smaller than this finish before a progress report would be worth drawing.
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 # The first bytes are checked for UTF-8 before anything loads, so a Latin-1 or UTF-16 export
 # fails as one clear message instead of as hundreds of rejected rows.
@@ -43,6 +43,23 @@ class RowError:
         return f"line {self.line}: {self.reason}"
 
 
+class Progress(Protocol):
+    """Where a long read reports how far it got, in bytes. The engine draws nothing itself: an
+    entry point passes one in (the CLI: a rich bar on a terminal, outreach/apps/progress.py)."""
+
+    def start(self, label: str, total: int) -> None:
+        """A read of `total` bytes begins; `label` names it ("importing roster.csv")."""
+        ...
+
+    def advance(self, done: int) -> None:
+        """`done` more bytes were read."""
+        ...
+
+    def stop(self) -> None:
+        """The read ended (finished or failed)."""
+        ...
+
+
 class CsvFile:
     """A header-checked CSV file, opened as a context manager, whose `records()` yields only records
     with the right shape; malformed ones are appended to `errors` and counted in `rejected`."""
@@ -54,7 +71,7 @@ class CsvFile:
         optional: Sequence[str],
         *,
         label: str = "file",
-        progress: bool = False,
+        progress: Progress | None = None,
         errors: list[RowError] | None = None,
     ) -> None:
         self.path = path
@@ -151,7 +168,7 @@ class CsvFile:
     def _decoded_lines(self) -> Iterator[str]:
         """Physical lines as text; an undecodable line is replaced, remembered and later rejected."""
         assert self._raw is not None
-        bar = self._progress_bar()
+        bar = self._progress()
         number = 0
         pending = 0
         try:
@@ -159,7 +176,7 @@ class CsvFile:
                 number += 1
                 pending += len(raw)
                 if pending >= _PROGRESS_EVERY and bar is not None:
-                    bar[0].advance(bar[1], pending)
+                    bar.advance(pending)
                     pending = 0
                 try:
                     text = raw.decode("utf-8")
@@ -174,31 +191,17 @@ class CsvFile:
                 yield text
         finally:
             if bar is not None:
-                bar[0].stop()
+                bar.stop()
 
-    def _progress_bar(self) -> tuple[Any, Any] | None:
-        if not self.progress:
+    def _progress(self) -> Progress | None:
+        """The caller's progress, started, when the file is large enough to be worth reporting."""
+        if self.progress is None:
             return None
         size = self.path.stat().st_size
         if size < PROGRESS_MIN_BYTES:
             return None
-        from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            return None
-        bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-        )
-        task = bar.add_task(f"importing {self.path.name}", total=size)
-        bar.start()
-        return bar, task
+        self.progress.start(f"importing {self.path.name}", size)
+        return self.progress
 
     def records(self) -> Iterator[tuple[int, list[str]]]:
         """(first physical line, fields) for each non-blank record with as many fields as the header."""

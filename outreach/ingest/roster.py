@@ -36,9 +36,9 @@ from sqlalchemy import table as sa_table
 
 from outreach.campaigns import EVENT_KINDS
 from outreach.clock import clinic_today, utcnow
-from outreach.config import Settings, get_settings
+from outreach.config import Settings
 from outreach.errors import UserError
-from outreach.ingest.csvfile import CsvFile, RowError, write_errors_csv
+from outreach.ingest.csvfile import CsvFile, Progress, RowError, write_errors_csv
 from outreach.phones import Phone, PhoneError, parse_phone
 from outreach.store.models import Patient, PatientEvent
 
@@ -692,13 +692,12 @@ def import_patients(
     engine: Engine,
     path: Path,
     *,
-    settings: Settings | None = None,
-    progress: bool = False,
+    settings: Settings,
+    progress: Progress | None = None,
     today: dt.date | None = None,
     batch_size: int = 5000,
 ) -> ImportResult:
     """Upsert the roster at `path` by mrn; bad rows are reported, every good row loads."""
-    settings = settings or get_settings()
     today = today or _local_today(settings)
     errors: list[RowError] = []
     with CsvFile(
@@ -741,12 +740,13 @@ def import_events(
     engine: Engine,
     path: Path,
     *,
-    progress: bool = False,
+    settings: Settings,
+    progress: Progress | None = None,
     today: dt.date | None = None,
     batch_size: int = 5000,
 ) -> ImportResult:
     """Add the clinical events at `path`; events already known are left as they are."""
-    today = today or _local_today(get_settings())
+    today = today or _local_today(settings)
     errors: list[RowError] = []
     with CsvFile(
         path, EVENT_REQUIRED, EVENT_OPTIONAL, label="events file", progress=progress, errors=errors

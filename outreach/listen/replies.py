@@ -26,12 +26,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import logging
-import re
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import phonenumbers
 from sqlalchemy import (
     Connection,
     DateTime,
@@ -49,11 +48,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
-from twilio.twiml.messaging_response import MessagingResponse
 
-from outreach.campaigns import CampaignFile, ReplyRule, render
+from outreach.campaigns import PLACEHOLDER_SETTINGS, CampaignFile, ReplyRule, render
 from outreach.config import Settings
-from outreach.errors import UserError
 from outreach.keywords import Normalized, normalize, reserved
 from outreach.listen import consent
 from outreach.phones import mask
@@ -112,14 +109,6 @@ _SENT_LIKE = (
     MessageStatus.delivered,
     MessageStatus.undelivered,
 )
-# A North American number in E.164, as Twilio sends nearly every webhook number: area code and
-# exchange never start with 0 or 1, so it is possible and already in its E.164 form.
-_EMPTY_TWIML = str(MessagingResponse())  # most replies are answered through the outbox, or not at all
-_NANP_E164 = re.compile(r"\+1[2-9][0-9]{2}[2-9][0-9]{6}\Z")
-
-
-class InboundError(ValueError):
-    """A webhook whose fields cannot be used (the web layer answers 400 with this one line)."""
 
 
 def match_rule(text: Normalized, rules: Sequence[ReplyRule]) -> ReplyRule | None:
@@ -145,14 +134,7 @@ class InboundResult:
     handoff_id: int | None = None
     activated: bool = False
     answer_ids: list[int] = field(default_factory=list)  # outbox rows to dispatch after commit
-    reply: str | None = None  # answered in the webhook response (TwiML) when set
-
-    def twiml(self) -> str:
-        if not self.reply:
-            return _EMPTY_TWIML
-        response = MessagingResponse()
-        response.message(self.reply)
-        return str(response)
+    reply: str | None = None  # answered in the webhook's own response when set (the web side's TwiML)
 
 
 @dataclass(frozen=True)
@@ -195,61 +177,25 @@ class _Context:
         return patient.language if patient is not None else "en"
 
 
-@dataclass(frozen=True)
-class InboundFields:
-    """A reply's fields, checked: what `store_inbound` needs from Twilio's form."""
-
-    sid: str
-    phone: str  # E.164 of the sender
-    to: str
-    body: str
-    idempotency_token: str | None = None
-
-
-def parse_inbound(
-    form: Mapping[str, str], *, region: str, idempotency_token: str | None = None
-) -> InboundFields:
-    """Check an inbound webhook's fields without touching the database; InboundError if unusable."""
-    sid = (form.get("MessageSid") or form.get("SmsMessageSid") or "").strip()
-    if not sid:
-        raise InboundError("missing MessageSid")
-    if len(sid) > 64:
-        raise InboundError("MessageSid is longer than 64 characters")
-    if idempotency_token is not None and len(idempotency_token) > 200:
-        raise InboundError("I-Twilio-Idempotency-Token is longer than 200 characters")
-    phone = webhook_number(form.get("From"), region, "From", required=True)
-    assert phone is not None
-    to = webhook_number(form.get("To"), region, "To", required=False) or ""
-    return InboundFields(sid, phone, to, form.get("Body") or "", idempotency_token)
-
-
-def handle_inbound(
+def store_inbound(
     session: Session,
-    form: Mapping[str, str],
     *,
+    sid: str,
+    phone: str,
+    to: str,
+    body: str,
     settings: Settings,
     campaigns: Mapping[str, CampaignFile],
     now: dt.datetime,
     idempotency_token: str | None = None,
 ) -> InboundResult:
-    """Store and act on one inbound webhook (Twilio's form fields) in the caller's transaction.
+    """Store and act on one reply in the caller's transaction; the caller commits, then dispatches
+    `answer_ids`, and answers the webhook with `reply`.
 
-    Raises InboundError for unusable fields. The caller commits, then dispatches `answer_ids`.
+    `phone` is the patient's number and `to` ours, both E.164 (the web side checked them); `sid`
+    is the provider's id of the reply and, with `idempotency_token`, what makes a replay change
+    nothing.
     """
-    fields = parse_inbound(form, region=settings.default_region, idempotency_token=idempotency_token)
-    return store_inbound(session, fields, settings=settings, campaigns=campaigns, now=now)
-
-
-def store_inbound(
-    session: Session,
-    fields: InboundFields,
-    *,
-    settings: Settings,
-    campaigns: Mapping[str, CampaignFile],
-    now: dt.datetime,
-) -> InboundResult:
-    """Store and act on one checked reply in the caller's transaction (see `handle_inbound`)."""
-    sid, phone, body = fields.sid, fields.phone, fields.body
     # Every statement here is built once at import (below) and runs on the session's connection:
     # a reply is a handful of round trips with no ORM unit of work and no per-call SQL building.
     conn = consent.connection(session)
@@ -266,9 +212,9 @@ def store_inbound(
         _STORE_INBOUND[dialect],
         {
             "provider_sid": sid,
-            "idempotency_token": fields.idempotency_token,
+            "idempotency_token": idempotency_token,
             "from_phone": phone,
-            "to_phone": fields.to,
+            "to_phone": to,
             "body": body,
             "received_at": now,
             "patient_id": patient_id,
@@ -309,13 +255,13 @@ def store_inbound(
             unanswered = False
             if rule.answer and not ctx.opted_out:
                 _lang, template = ctx.campaign.text_for(rule.answer, ctx.language)
-                try:
-                    answer = render(template, first_name=first_name, settings=settings)
-                except UserError as exc:
+                unset = _unset_setting(template, settings)
+                if unset is not None:
                     # A setting the answer needs is missing: keep the reply, let a person answer.
-                    log.error("answer to %s not queued: %s", sid, exc)
+                    log.error("answer to %s not queued: %s is not set, but the answer uses it", sid, unset)
                     unanswered = True
                 else:
+                    answer = render(template, first_name=first_name, settings=settings)
                     _answer(conn, result, sid, ctx, answer, now)
             if rule.handoff or unanswered:
                 result.handoff_id = _handoff(conn, inbound_id, patient_id, enrollment_id, rule.outcome, now)
@@ -429,6 +375,21 @@ def _classify(text: Normalized, ctx: _Context) -> tuple[Kind, str, ReplyRule | N
     return (Kind.question if text.question else Kind.free_text), "", None
 
 
+_FORMATTER = string.Formatter()
+
+
+def _unset_setting(template: str, settings: Settings) -> str | None:
+    """The variable of a setting `template` needs that is unset, else None.
+
+    Asked before rendering, so a reply never depends on render's UserError (a message for a person
+    at a terminal) to find out. A placeholder that reads a setting is named after the Settings field
+    (campaigns.PLACEHOLDER_SETTINGS)."""
+    for _literal, name, _spec, _conversion in _FORMATTER.parse(template):
+        if name in PLACEHOLDER_SETTINGS and getattr(settings, name) is None:
+            return PLACEHOLDER_SETTINGS[name]
+    return None
+
+
 def _builtin(texts: Mapping[str, str], language: str, first_name: str, settings: Settings) -> str:
     return render(texts.get(language, texts["en"]), first_name=first_name, settings=settings)
 
@@ -512,29 +473,3 @@ def _activate(
         },
     )
     return activation_id is not None
-
-
-def webhook_number(raw: str | None, region: str, name: str, *, required: bool) -> str | None:
-    """Normalize a webhook number to E.164; Twilio sends E.164 already, so anything else is suspect.
-
-    Looser than `phones.parse_phone`: a reply from a number we could never text (e.g. toll-free)
-    is still a reply worth storing.
-    """
-    text = (raw or "").strip()
-    if not text:
-        if required:
-            raise InboundError(f"missing {name}")
-        return None
-    if _NANP_E164.match(text):
-        return text  # what phonenumbers would return for it, for a fraction of the CPU
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        if required:
-            raise InboundError(f"{name} is not a phone number") from None
-        return text[:20]
-    if not phonenumbers.is_possible_number(number):
-        if required:
-            raise InboundError(f"{name} is not a possible phone number")
-        return text[:20]
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))

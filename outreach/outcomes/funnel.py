@@ -62,19 +62,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeAlias
 
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 from sqlalchemy import ColumnElement, Engine, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile
-from outreach.clock import clinic_today
 from outreach.errors import UserError
 from outreach.plan.eligibility import count_eligible
 from outreach.store.db import session_scope
@@ -232,18 +227,15 @@ def funnel(
     campaign_id: str | None = None,
     since: dt.date | None = None,
     campaigns: Mapping[str, CampaignFile] | None = None,
-    on: dt.date | None = None,
+    on: dt.date,
 ) -> FunnelReport:
     """The funnel of every campaign (or of `campaign_id`) known to the database or the files.
 
     `campaigns` (the loaded files) give step order and today's eligible count; `on` is the day
-    eligibility is counted for (default: today in OUTREACH_DEFAULT_TIMEZONE).
+    eligibility is counted for: the caller's choice (the CLI's default is the clinic's today), so
+    the same history gives the same report whoever runs it and wherever.
     """
     files = dict(campaigns or {})
-    if on is None:
-        from outreach.config import get_settings
-
-        on = clinic_today(get_settings().default_timezone)
     with session_scope(engine) as session:
         names = {cid: name for cid, name in session.execute(select(Campaign.id, Campaign.name))}
         names |= {cid: c.name for cid, c in files.items()}
@@ -461,120 +453,3 @@ def _opt_outs(scope: list[ColumnElement[bool]]) -> AnySelect:
         .where(*scope)
         .group_by(Enrollment.campaign_id, Enrollment.language, Message.step_id)
     )
-
-
-# --- printing ------------------------------------------------------------------------------------
-
-# Two tables per campaign (delivery, then engagement) so each fits a common terminal width.
-_DELIVERY = (
-    ("planned", "planned"),
-    ("pending", "pending"),
-    ("sent", "sent"),
-    ("delivered", "deliv."),
-    ("undelivered", "undeliv."),
-    ("failed", "failed"),
-    ("canceled", "cancel."),
-    ("unknown", "unknown"),
-)
-_ENGAGEMENT = (
-    ("sent", "sent"),
-    ("replied", "replied"),
-    ("activated", "activated"),
-    ("opted_out", "opted out"),
-)
-_RATES = (("delivered", "deliv. %"), ("replied", "reply %"), ("activated", "activ. %"))
-
-# A table section: (row label, figures, bold) rows.
-Section = list[tuple[str, Figures, bool]]
-
-
-def print_report(report: FunnelReport, console: Console) -> None:
-    """Per campaign: steps, the campaign's total and its languages as rows; then all campaigns."""
-    since = f" for enrollments since {report.since}" if report.since else ""
-    if not report.campaigns:
-        console.print(f"no campaigns{since}", soft_wrap=True)
-        return
-    for campaign in report.campaigns:
-        if campaign.eligible is not None:
-            eligible = f"{campaign.eligible} eligible on {report.on}"
-        elif campaign.active is False:
-            eligible = f"not active on {report.on}"
-        else:
-            eligible = "campaign file not loaded"
-        console.print(
-            f"[bold]{escape(campaign.id)}[/bold]: {escape(campaign.name)} "
-            f"({eligible}, {campaign.summary.enrolled} enrolled{since})",
-            soft_wrap=True,
-        )
-        sections: list[Section] = [
-            [(step, figures, False) for step, figures in campaign.steps.items()],
-            [("all steps", campaign.summary, True)],
-            [(f"lang {lang}", s, False) for lang, s in campaign.languages.items()],
-        ]
-        _tables(console, "step", sections)
-        _details(console, campaign.summary, campaign.languages)
-        console.print()
-    if len(report.campaigns) > 1:
-        eligible_total = report.eligible
-        console.print(
-            f"[bold]All campaigns[/bold] ({eligible_total if eligible_total is not None else 'no'} "
-            f"eligible, {report.totals.enrolled} enrolled{since})",
-            soft_wrap=True,
-        )
-        sections = [
-            [(c.id, c.summary, False) for c in report.campaigns],
-            [("total", report.totals, True)],
-            [(f"lang {lang}", s, False) for lang, s in report.languages.items()],
-        ]
-        _tables(console, "campaign", sections)
-        _details(console, report.totals, report.languages)
-
-
-def _tables(console: Console, first: str, sections: list[Section]) -> None:
-    delivery = _table(first, [header for _, header in _DELIVERY])
-    engagement = _table(first, [header for _, header in (*_ENGAGEMENT, *_RATES)])
-    for section in (s for s in sections if s):
-        for label, figures, bold in section:
-            style = "bold" if bold else None
-            delivery.add_row(label, *(str(getattr(figures, n)) for n, _ in _DELIVERY), style=style)
-            counts = [str(getattr(figures, n)) for n, _ in _ENGAGEMENT]
-            rates = [_pct(figures.pct(getattr(figures, n))) for n, _ in _RATES]
-            engagement.add_row(label, *counts, *rates, style=style)
-        delivery.add_section()
-        engagement.add_section()
-    console.print(delivery)
-    console.print(engagement)
-
-
-def _table(first: str, headers: list[str]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1))
-    table.add_column(first, overflow="fold")  # ids give way before numbers and headers do
-    for header in headers:
-        table.add_column(header, justify="right", min_width=len(header))
-    return table
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _details(console: Console, summary: Summary, languages: Mapping[str, Summary]) -> None:
-    lines = [
-        ("enrolled by language", {lang: s.enrolled for lang, s in languages.items()}),
-        ("failed by code", summary.failed_codes),
-        ("undelivered by code", summary.undelivered_codes),
-        ("canceled by reason", summary.cancel_reasons),
-        ("outcomes", summary.outcomes),
-    ]
-    for label, counts in lines:
-        if any(counts.values()):
-            console.print(f"  {label}: {_pairs(counts.items())}", soft_wrap=True, markup=False)
-    console.print(
-        f"  hand-offs: {summary.handoffs_open} open, {summary.handoffs_closed} closed",
-        soft_wrap=True,
-        markup=False,
-    )
-
-
-def _pairs(items: Iterable[tuple[str, int]]) -> str:
-    return ", ".join(f"{key} {n}" for key, n in sorted(items) if n)

@@ -1,8 +1,11 @@
-"""SMS providers behind one small interface (base.Provider): Twilio for real, the console for dry runs."""
+"""SMS providers behind one small interface (base.Provider).
+
+Twilio (twilio.py, the official client) is the one the workers use, built by the process's
+runtime from settings (outreach/runtime.py). The console provider (console.py) sends nothing: it is
+for tests and for anyone wiring a dry run by hand; no entry point selects it.
+"""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from outreach.providers.base import (
     AmbiguousError,
@@ -13,9 +16,6 @@ from outreach.providers.base import (
     RetryableError,
 )
 
-if TYPE_CHECKING:
-    from outreach.config import Settings
-
 __all__ = [
     "AmbiguousError",
     "PermanentError",
@@ -23,16 +23,4 @@ __all__ = [
     "ProviderError",
     "ProviderMessage",
     "RetryableError",
-    "provider_for",
 ]
-
-
-def provider_for(settings: Settings | None = None, *, dry_run: bool = False) -> Provider:
-    """The provider the sender should use: the console for dry runs, else Twilio (or the sandbox)."""
-    if dry_run:
-        from outreach.providers.console import ConsoleProvider
-
-        return ConsoleProvider()
-    from outreach.providers.twilio import TwilioProvider
-
-    return TwilioProvider(settings)

@@ -1,7 +1,12 @@
-"""A provider for dry runs: says what would be sent without sending, and without printing the text.
+"""A provider for tests and hand-wired dry runs: says what would be sent, sends nothing, and does
+not print the text.
 
 It prints only the masked number, the body's length and its segment count, so a dry run's output
 can be pasted into a ticket without carrying patient information.
+
+No entry point selects it, on purpose: a worker given it would mark rows `sent` with made-up SIDs,
+so a configuration slip would look like a working send. Demos go through the real client to the
+Twilio-compatible sandbox (outreach/sandbox/) instead.
 """
 
 from __future__ import annotations

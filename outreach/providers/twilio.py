@@ -22,7 +22,7 @@ from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError, MaxRetryErr
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.retry import Retry
 
-from outreach.config import Settings, get_settings
+from outreach.config import Settings
 from outreach.errors import UserError
 from outreach.phones import mask
 from outreach.providers.base import (
@@ -56,13 +56,12 @@ class TwilioProvider:
 
     def __init__(
         self,
-        settings: Settings | None = None,
+        settings: Settings,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         validity_period: int | None = DEFAULT_VALIDITY_PERIOD_S,
         pool_size: int = 32,
     ) -> None:
-        settings = settings or get_settings()
         if not settings.twilio_account_sid:
             raise UserError("TWILIO_ACCOUNT_SID is not set (the Twilio account that sends the messages)")
         if not settings.twilio_auth_token:

@@ -49,21 +49,15 @@ def engine_for(url: str) -> Engine:
     return engine
 
 
-def get_engine() -> Engine:
-    from outreach.config import get_settings
-
-    return engine_for(get_settings().database_url)
-
-
 @lru_cache(maxsize=8)
 def _factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+def session_scope(engine: Engine) -> Iterator[Session]:
     """A unit of work: commit on success, roll back on error."""
-    session = _factory(engine or get_engine())()
+    session = _factory(engine)()
     try:
         yield session
         session.commit()
@@ -94,7 +88,6 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine | None = None, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head") -> None:
     """Create or migrate the schema to `revision`."""
-    engine = engine or get_engine()
     command.upgrade(alembic_config(engine), revision)

@@ -4,6 +4,9 @@ Webhooks answer within milliseconds: they store what arrived and decide in a sho
 shared with the other webhooks that arrived meanwhile (outreach/apps/web/commits.py), and answer only
 after it is committed; anything slow (sending an answer) goes through the outbox and the injected
 `dispatch` after the commit. With no dispatch the answers stay `queued` and the sweeper picks them up.
+
+Twilio's form fields are read, and its TwiML written, in twilio_forms.py; the rules in
+outreach/listen/ get plain values.
 """
 
 from __future__ import annotations
@@ -32,11 +35,18 @@ from outreach.apps.web.security import (
     read_body,
     signed_form,
 )
+from outreach.apps.web.twilio_forms import (
+    BadWebhook,
+    InboundForm,
+    inbound_form,
+    status_form,
+    store_reply,
+    twiml,
+)
 from outreach.campaigns import CampaignFile
 from outreach.clock import Clock, utcnow
 from outreach.config import Settings, get_settings
 from outreach.errors import UserError
-from outreach.listen.replies import InboundError, InboundFields, parse_inbound, store_inbound, webhook_number
 from outreach.listen.status import apply_status
 from outreach.send.dispatch import Dispatch
 from outreach.store.db import engine_for
@@ -260,35 +270,42 @@ class _Webhooks:
         self._clock = clock
 
     async def inbound(self, scope: Scope, receive: Receive, send: Send) -> None:
-        def parse(form: Mapping[str, str]) -> InboundFields:
+        def parse(form: Mapping[str, str]) -> InboundForm:
             raw_token = header(scope, _IDEMPOTENCY_KEY)
             token = raw_token.decode("latin-1") if raw_token is not None else None
-            return parse_inbound(form, region=self._settings.default_region, idempotency_token=token)
+            return inbound_form(form, region=self._settings.default_region, idempotency_token=token)
 
-        fields = await self._accept(scope, receive, send, parse)
-        if fields is None:
+        reply = await self._accept(scope, receive, send, parse)
+        if reply is None:
             return
         now = self._clock()
         result = await self._commits.run(
-            lambda session: store_inbound(
-                session, fields, settings=self._settings, campaigns=self._campaigns, now=now
+            lambda session: store_reply(
+                session, reply, settings=self._settings, campaigns=self._campaigns, now=now
             )
         )
         if self._dispatch is not None and result.answer_ids:
             # Blocking (the broker's client): off the event loop, after the commit, before the answer.
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, _dispatch, self._dispatch, result.answer_ids)
-        await _respond(send, 200, result.twiml().encode(), _XML)
+        await _respond(send, 200, twiml(result.reply).encode(), _XML)
 
     async def status(self, scope: Scope, receive: Receive, send: Send) -> None:
         region = self._settings.default_region
-        callback = await self._accept(scope, receive, send, lambda form: _status_fields(form, region))
+        callback = await self._accept(scope, receive, send, lambda form: status_form(form, region=region))
         if callback is None:
             return
-        sid, state, code, message, to = callback
         now = self._clock()
         await self._commits.run(
-            lambda session: apply_status(session, sid, state, code, now, error_message=message, to=to)
+            lambda session: apply_status(
+                session,
+                callback.sid,
+                callback.status,
+                callback.error_code,
+                now,
+                error_message=callback.error_message,
+                to=callback.to,
+            )
         )
         await _respond(send, 204, b"", None)
 
@@ -299,31 +316,13 @@ class _Webhooks:
         (answered here) or the client went away."""
         try:
             return parse(signed_form(scope, await read_body(scope, receive), self._signer))
-        except InboundError as exc:
+        except BadWebhook as exc:
             await _reject(scope, send, Rejected(400, str(exc)))
         except Rejected as exc:
             await _reject(scope, send, exc)
         except Disconnected:
             pass
         return None
-
-
-def _status_fields(
-    form: Mapping[str, str], region: str
-) -> tuple[str, str, int | None, str | None, str | None]:
-    """(MessageSid, MessageStatus, ErrorCode, ErrorMessage, To) of a status callback, or InboundError."""
-    sid = (form.get("MessageSid") or form.get("SmsSid") or "").strip()
-    state = (form.get("MessageStatus") or form.get("SmsStatus") or "").strip()
-    if not sid or len(sid) > 64:
-        raise InboundError("missing MessageSid" if not sid else "MessageSid over 64 characters")
-    if not state:
-        raise InboundError("missing MessageStatus")
-    raw_code = (form.get("ErrorCode") or "").strip()
-    if raw_code and not (raw_code.isascii() and raw_code.isdigit() and len(raw_code) <= 9):
-        raise InboundError("ErrorCode is not a number")
-    to = webhook_number(form.get("To"), region, "To", required=False)
-    message = (form.get("ErrorMessage") or "").strip()[:500] or None
-    return sid, state, int(raw_code) if raw_code else None, message, to
 
 
 _XML = b"application/xml"

@@ -1,0 +1,130 @@
+"""The funnel as terminal tables (`outreach report`, `outreach demo`).
+
+outcomes/funnel.py counts; this module only draws what it counted, so the engine needs no
+terminal library and the figures reach scripts (`--json`) and people (rich tables) alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from outreach.outcomes.funnel import Figures, FunnelReport, Summary
+
+# Two tables per campaign (delivery, then engagement) so each fits a common terminal width.
+_DELIVERY = (
+    ("planned", "planned"),
+    ("pending", "pending"),
+    ("sent", "sent"),
+    ("delivered", "deliv."),
+    ("undelivered", "undeliv."),
+    ("failed", "failed"),
+    ("canceled", "cancel."),
+    ("unknown", "unknown"),
+)
+_ENGAGEMENT = (
+    ("sent", "sent"),
+    ("replied", "replied"),
+    ("activated", "activated"),
+    ("opted_out", "opted out"),
+)
+_RATES = (("delivered", "deliv. %"), ("replied", "reply %"), ("activated", "activ. %"))
+
+# A table section: (row label, figures, bold) rows.
+Section = list[tuple[str, Figures, bool]]
+
+
+def print_report(report: FunnelReport, console: Console) -> None:
+    """Per campaign: steps, the campaign's total and its languages as rows; then all campaigns."""
+    since = f" for enrollments since {report.since}" if report.since else ""
+    if not report.campaigns:
+        console.print(f"no campaigns{since}", soft_wrap=True)
+        return
+    for campaign in report.campaigns:
+        if campaign.eligible is not None:
+            eligible = f"{campaign.eligible} eligible on {report.on}"
+        elif campaign.active is False:
+            eligible = f"not active on {report.on}"
+        else:
+            eligible = "campaign file not loaded"
+        console.print(
+            f"[bold]{escape(campaign.id)}[/bold]: {escape(campaign.name)} "
+            f"({eligible}, {campaign.summary.enrolled} enrolled{since})",
+            soft_wrap=True,
+        )
+        sections: list[Section] = [
+            [(step, figures, False) for step, figures in campaign.steps.items()],
+            [("all steps", campaign.summary, True)],
+            [(f"lang {lang}", s, False) for lang, s in campaign.languages.items()],
+        ]
+        _tables(console, "step", sections)
+        _details(console, campaign.summary, campaign.languages)
+        console.print()
+    if len(report.campaigns) > 1:
+        eligible_total = report.eligible
+        console.print(
+            f"[bold]All campaigns[/bold] ({eligible_total if eligible_total is not None else 'no'} "
+            f"eligible, {report.totals.enrolled} enrolled{since})",
+            soft_wrap=True,
+        )
+        sections = [
+            [(c.id, c.summary, False) for c in report.campaigns],
+            [("total", report.totals, True)],
+            [(f"lang {lang}", s, False) for lang, s in report.languages.items()],
+        ]
+        _tables(console, "campaign", sections)
+        _details(console, report.totals, report.languages)
+
+
+def _tables(console: Console, first: str, sections: list[Section]) -> None:
+    delivery = _table(first, [header for _, header in _DELIVERY])
+    engagement = _table(first, [header for _, header in (*_ENGAGEMENT, *_RATES)])
+    for section in (s for s in sections if s):
+        for label, figures, bold in section:
+            style = "bold" if bold else None
+            delivery.add_row(label, *(str(getattr(figures, n)) for n, _ in _DELIVERY), style=style)
+            counts = [str(getattr(figures, n)) for n, _ in _ENGAGEMENT]
+            rates = [_pct(figures.pct(getattr(figures, n))) for n, _ in _RATES]
+            engagement.add_row(label, *counts, *rates, style=style)
+        delivery.add_section()
+        engagement.add_section()
+    console.print(delivery)
+    console.print(engagement)
+
+
+def _table(first: str, headers: list[str]) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1))
+    table.add_column(first, overflow="fold")  # ids give way before numbers and headers do
+    for header in headers:
+        table.add_column(header, justify="right", min_width=len(header))
+    return table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _details(console: Console, summary: Summary, languages: Mapping[str, Summary]) -> None:
+    lines = [
+        ("enrolled by language", {lang: s.enrolled for lang, s in languages.items()}),
+        ("failed by code", summary.failed_codes),
+        ("undelivered by code", summary.undelivered_codes),
+        ("canceled by reason", summary.cancel_reasons),
+        ("outcomes", summary.outcomes),
+    ]
+    for label, counts in lines:
+        if any(counts.values()):
+            console.print(f"  {label}: {_pairs(counts.items())}", soft_wrap=True, markup=False)
+    console.print(
+        f"  hand-offs: {summary.handoffs_open} open, {summary.handoffs_closed} closed",
+        soft_wrap=True,
+        markup=False,
+    )
+
+
+def _pairs(items: Iterable[tuple[str, int]]) -> str:
+    return ", ".join(f"{key} {n}" for key, n in sorted(items) if n)
