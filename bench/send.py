@@ -46,10 +46,11 @@ sys.path.insert(0, str(ROOT))  # samples/ and workers/ are folders of the checko
 from support import free_port, postgres_schema  # noqa: E402
 
 from outreach.campaigns import load_campaigns  # noqa: E402
+from outreach.clock import utcnow  # noqa: E402
 from outreach.config import get_settings  # noqa: E402
 from outreach.ingest.roster import import_patients  # noqa: E402
 from outreach.store import db as dbmod  # noqa: E402
-from outreach.store.models import Base, Message, MessageStatus, utcnow  # noqa: E402
+from outreach.store.models import Base, Message, MessageStatus  # noqa: E402
 from samples.generate import ROSTER_HEADER, roster_rows  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

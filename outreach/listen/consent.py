@@ -33,7 +33,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from outreach.phones import mask
-from outreach.store.models import PENDING_STATUSES, AuditEntry, Message, MessageStatus, PhoneConsent
+from outreach.store.models import AuditEntry, Message, MessageStatus, PhoneConsent
+from outreach.store.statuses import WAITING
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ _OPT_IN = (
 )
 _CANCEL_PENDING = (
     update(Message)
-    .where(Message.phone == _PHONE, in_constants(Message.status, PENDING_STATUSES))
+    .where(Message.phone == _PHONE, in_constants(Message.status, WAITING))
     .values(status=MessageStatus.canceled, canceled_at=_AT, cancel_reason=bindparam("reason"), updated_at=_AT)
 )
 _AUDIT = insert(AuditEntry)

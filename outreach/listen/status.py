@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from outreach.listen import consent
 from outreach.phones import mask
 from outreach.store.models import AuditEntry, Message, MessageStatus
+from outreach.store.statuses import RANK
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +36,6 @@ UNMATCHED = "status_unmatched"
 # Twilio codes meaning the number refuses our texts (21610: the recipient replied STOP to this
 # sender; 30004: message blocked, e.g. the recipient blocked us): consent is recorded for the number.
 OPT_OUT_CODES = frozenset({21610, 30004})
-
-# Our outbox statuses by progress. `unknown` sits with `sending`: both wait for the provider's word.
-RANK: dict[str, int] = {
-    MessageStatus.planned: 0,
-    MessageStatus.queued: 1,
-    MessageStatus.sending: 2,
-    MessageStatus.unknown: 2,
-    MessageStatus.sent: 3,
-    MessageStatus.delivered: 4,
-    MessageStatus.undelivered: 4,
-    MessageStatus.failed: 4,
-    MessageStatus.canceled: 4,
-}
 
 # Twilio's MessageStatus -> (our status, or None when it only updates provider_status; its rank).
 _CALLBACK: dict[str, tuple[MessageStatus | None, int]] = {
