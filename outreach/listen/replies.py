@@ -68,6 +68,7 @@ from outreach.store.models import (
     Patient,
     PhoneConsent,
 )
+from outreach.store.statuses import WENT_OUT
 
 log = logging.getLogger(__name__)
 
@@ -192,14 +193,6 @@ START_TEXT = {
     "Responda AYUDA para ayuda, STOP para darse de baja.",
 }
 
-# Outreach rows that actually went (or may have gone) out: a reply belongs to the latest of them.
-_SENT_LIKE = (
-    MessageStatus.sending,
-    MessageStatus.unknown,
-    MessageStatus.sent,
-    MessageStatus.delivered,
-    MessageStatus.undelivered,
-)
 _WORD = re.compile(r"[^\W_]+")
 # A North American number in E.164, as Twilio sends nearly every webhook number: area code and
 # exchange never start with 0 or 1, so it is possible and already in its E.164 form.
@@ -475,9 +468,9 @@ _LATEST = (
     .where(
         Message.phone == _PHONE,
         Message.kind == MessageKind.outreach,
-        consent.in_constants(Message.status, _SENT_LIKE),
+        consent.in_constants(Message.status, WENT_OUT),
     )
-    .order_by(func.coalesce(Message.sent_at, Message.sending_at).desc().nulls_last(), Message.id.desc())
+    .order_by(Message.went_out_at.desc().nulls_last(), Message.id.desc())
     .limit(1)
 )
 _LATEST_CTE = _LATEST.cte("latest")

@@ -28,6 +28,7 @@ from outreach.segments import count_segments
 from outreach.send.dispatch import Dispatch
 from outreach.store.db import insert_for, rowcount, session_scope
 from outreach.store.models import Campaign, Enrollment, Message, MessageKind, MessageStatus, Patient
+from outreach.store.statuses import WAITING
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +248,7 @@ def cancel_pending(session: Session, campaign_id: str, reason: str, now: dt.date
         update(Message)
         .where(
             Message.enrollment_id.in_(enrollment_ids),
-            Message.status.in_((MessageStatus.planned, MessageStatus.queued)),
+            Message.status.in_(WAITING),
         )
         .values(status=MessageStatus.canceled, canceled_at=now, cancel_reason=reason, updated_at=now)
     )
@@ -269,7 +270,7 @@ def cancel_replied_reminders(session: Session, campaigns: dict[str, CampaignFile
             .where(
                 Message.enrollment_id.in_(replied),
                 Message.step_id.in_(steps),
-                Message.status.in_((MessageStatus.planned, MessageStatus.queued)),
+                Message.status.in_(WAITING),
             )
             .values(status=MessageStatus.canceled, canceled_at=now, cancel_reason="replied", updated_at=now)
         )

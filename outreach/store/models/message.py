@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
 
 from outreach.clock import utcnow
@@ -45,3 +56,16 @@ class Message(Base):
     canceled_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     cancel_reason: Mapped[str | None] = mapped_column(String(100))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    @hybrid_property
+    def went_out_at(self) -> dt.datetime | None:
+        """When the row went (or may have gone) out: the provider's acceptance, else the claim.
+
+        An `unknown` row has no `sent_at` yet but may have reached the patient; the report and the
+        reply context both order by this, so they credit a reply to the same message."""
+        return self.sent_at if self.sent_at is not None else self.sending_at
+
+    @went_out_at.inplace.expression
+    @classmethod
+    def _went_out_at_sql(cls) -> ColumnElement[dt.datetime | None]:
+        return func.coalesce(cls.sent_at, cls.sending_at)
