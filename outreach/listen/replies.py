@@ -29,7 +29,6 @@ import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import phonenumbers
 from sqlalchemy import (
@@ -47,7 +46,6 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from twilio.twiml.messaging_response import MessagingResponse
 
@@ -57,6 +55,7 @@ from outreach.errors import UserError
 from outreach.listen import consent
 from outreach.phones import mask
 from outreach.segments import count_segments
+from outreach.store import sql
 from outreach.store.models import (
     Activation,
     Enrollment,
@@ -367,7 +366,7 @@ def store_inbound(
     sid, phone, body = fields.sid, fields.phone, fields.body
     # Every statement here is built once at import (below) and runs on the session's connection:
     # a reply is a handful of round trips with no ORM unit of work and no per-call SQL building.
-    conn = consent.connection(session)
+    conn = sql.connection(session)
     dialect = conn.dialect.name
     ctx = _context(conn, phone, campaigns)
     text = normalize(body)
@@ -450,14 +449,6 @@ def store_inbound(
     return result
 
 
-def _on_conflict_do_nothing(model: type[Any], **target: Any) -> dict[str, Any]:
-    """`INSERT … ON CONFLICT DO NOTHING RETURNING id` for `model`, by dialect name."""
-    return {
-        name: dialect.insert(model).on_conflict_do_nothing(**target).returning(model.id)
-        for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-    }
-
-
 _NOW = bindparam("now", type_=DateTime())
 _PHONE = bindparam("phone", type_=String())
 
@@ -468,7 +459,7 @@ _LATEST = (
     .where(
         Message.phone == _PHONE,
         Message.kind == MessageKind.outreach,
-        consent.in_constants(Message.status, WENT_OUT),
+        sql.in_constants(Message.status, WENT_OUT),
     )
     .order_by(Message.went_out_at.desc().nulls_last(), Message.id.desc())
     .limit(1)
@@ -493,9 +484,9 @@ _CONTEXT = union_all(
     .select_from(PhoneConsent)
     .where(PhoneConsent.phone == _PHONE, consent.opted_out()),
 )
-_STORE_INBOUND = _on_conflict_do_nothing(InboundMessage)
-_QUEUE_ANSWER = _on_conflict_do_nothing(Message)  # the (enrollment, step) key: once per reply
-_STORE_ACTIVATION = _on_conflict_do_nothing(Activation, index_elements=["patient_id", "campaign_id"])
+_STORE_INBOUND = sql.insert_or_skip(InboundMessage)
+_QUEUE_ANSWER = sql.insert_or_skip(Message)  # the (enrollment, step) key: once per reply
+_STORE_ACTIVATION = sql.insert_or_skip(Activation, index_elements=["patient_id", "campaign_id"])
 _OPEN_HANDOFF = insert(Handoff).returning(Handoff.id)
 _ENROLLMENT = Enrollment.id == bindparam("enrollment_id")
 _MARK_REPLIED = (
@@ -511,7 +502,7 @@ _MARK_REPLIED_WITH_OUTCOME = _MARK_REPLIED.values(
 
 def latest_enrollment_id(session: Session, phone: str) -> int | None:
     """The enrollment of the latest outreach message that went to `phone`: what a reply answers."""
-    row = consent.connection(session).execute(_LATEST, {"phone": phone}).first()
+    row = sql.connection(session).execute(_LATEST, {"phone": phone}).first()
     return int(row.id) if row is not None else None
 
 

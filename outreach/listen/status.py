@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from outreach.listen import consent
 from outreach.phones import mask
+from outreach.store import sql
 from outreach.store.models import AuditEntry, Message, MessageStatus
 from outreach.store.statuses import RANK
 
@@ -174,7 +175,7 @@ def _advance(
     One conditional UPDATE, so concurrent callbacks cannot move a row backwards.
     """
     params = {"sid": sid, "at": at, "code": error_code, "reason": error_message}
-    phone = consent.connection(session).scalar(_ADVANCE[status], params)
+    phone = sql.connection(session).scalar(_ADVANCE[status], params)
     return str(phone) if phone is not None else None
 
 
@@ -185,7 +186,7 @@ def _advance_statement(status: str) -> Update:
     our status already there). Both branches are one statement: CASE keeps a column as it was
     where only the provider status moves."""
     target, rank = _CALLBACK[status]
-    provider_behind = Message.provider_status.is_(None) | consent.in_constants(
+    provider_behind = Message.provider_status.is_(None) | sql.in_constants(
         Message.provider_status, [name for name, r in _PROVIDER_RANK.items() if r < _PROVIDER_RANK[status]]
     )
     at = bindparam("at", type_=DateTime())
@@ -193,7 +194,7 @@ def _advance_statement(status: str) -> Update:
     if target is None:
         condition = provider_behind
     else:
-        behind = consent.in_constants(Message.status, [s for s, r in RANK.items() if r < rank])
+        behind = sql.in_constants(Message.status, [s for s, r in RANK.items() if r < rank])
         condition = behind | provider_behind
 
         def forward(column: Any, value: Any) -> Any:
