@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from outreach.listen import consent
 from outreach.phones import mask
+from outreach.providers.twilio_codes import ERROR_MESSAGES, OPT_OUT_CODES
 from outreach.store import sql
 from outreach.store.models import AuditEntry, Message, MessageStatus
 from outreach.store.statuses import RANK
@@ -33,10 +34,6 @@ from outreach.store.statuses import RANK
 log = logging.getLogger(__name__)
 
 UNMATCHED = "status_unmatched"
-
-# Twilio codes meaning the number refuses our texts (21610: the recipient replied STOP to this
-# sender; 30004: message blocked, e.g. the recipient blocked us): consent is recorded for the number.
-OPT_OUT_CODES = frozenset({21610, 30004})
 
 # Twilio's MessageStatus -> (our status, or None when it only updates provider_status; its rank).
 _CALLBACK: dict[str, tuple[MessageStatus | None, int]] = {
@@ -51,21 +48,6 @@ _CALLBACK: dict[str, tuple[MessageStatus | None, int]] = {
     "failed": (MessageStatus.failed, 4),
 }
 _PROVIDER_RANK = {name: rank for name, (_status, rank) in _CALLBACK.items()} | {"read": 5}
-
-# Status callbacks carry only ErrorCode; these short reasons make the outbox readable.
-ERROR_MESSAGES = {
-    21610: "recipient has opted out of messages from this sender",
-    21614: "not a mobile number",
-    30001: "queue overflow",
-    30002: "account suspended",
-    30003: "unreachable destination handset",
-    30004: "message blocked",
-    30005: "unknown destination handset",
-    30006: "landline or unreachable carrier",
-    30007: "message filtered by the carrier",
-    30008: "unknown error",
-    30034: "message from an unregistered number",
-}
 
 
 class Outcome(enum.StrEnum):

@@ -30,6 +30,7 @@ from outreach.phones import mask
 from outreach.plan.pacing import Pacer, recipient
 from outreach.plan.windows import is_open
 from outreach.providers.base import AmbiguousError, PermanentError, Provider, RetryableError
+from outreach.providers.twilio_codes import OPT_OUT_CODES
 from outreach.send.ratelimit import RateLimiter
 from outreach.store.db import session_scope
 from outreach.store.models import Enrollment, Message, MessageKind, MessageStatus, Patient
@@ -44,8 +45,6 @@ THROTTLE_TIMEOUT_S = 30.0
 CLAIM_CHUNK = 10  # rows claimed per transaction: at most this many wait in `sending` for tokens
 RECORD_WITHIN = dt.timedelta(seconds=1)  # an accepted row is recorded at most this late
 CONSENT_FRESH_S = 1.0  # a row whose opt-out check is older than this (waiting for tokens) is checked again
-# Twilio codes that mean the number itself refuses our texts: record an opt-out for it.
-OPT_OUT_CODES = frozenset({21610})
 
 
 @dataclass
