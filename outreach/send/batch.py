@@ -110,36 +110,6 @@ _RECORD_ACCEPTED = (
         updated_at=bindparam("b_at"),
     )
 )
-_CLAIM = (
-    update(_outbox)
-    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)), _outbox.c.status == MessageStatus.queued)
-    .values(
-        status=MessageStatus.sending,
-        sending_at=bindparam("now"),
-        attempts=_outbox.c.attempts + 1,
-        updated_at=bindparam("now"),
-    )
-    .returning(_outbox.c.id)
-)
-_CLAIM_DETAILS = (
-    select(
-        Message.id,
-        Message.phone,
-        Message.body,
-        Message.segments,
-        Message.kind,
-        Message.attempts,
-        Enrollment.campaign_id,
-        Patient.timezone,
-        Patient.phone_zones,
-        Patient.postal_code,
-        consent.number_opted_out(Message.phone).label("opted_out"),
-    )
-    .outerjoin(Enrollment, Enrollment.id == Message.enrollment_id)
-    .outerjoin(Patient, Patient.id == Enrollment.patient_id)
-    .where(Message.id.in_(bindparam("ids", expanding=True)))
-    .order_by(Message.id)
-)
 
 
 @dataclass
@@ -336,15 +306,44 @@ def send_batch(
     return Sender(engine, provider, limiter, campaigns, settings, clock).send(ids)
 
 
+# One conditional UPDATE: only rows still `queued` match, so of any number of workers holding the
+# same ids exactly one wins each row.
+_CLAIM = (
+    update(_outbox)
+    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)), _outbox.c.status == MessageStatus.queued)
+    .values(
+        status=MessageStatus.sending,
+        sending_at=bindparam("now"),
+        attempts=_outbox.c.attempts + 1,
+        updated_at=bindparam("now"),
+    )
+    .returning(_outbox.c.id)
+)
+_CLAIM_DETAILS = (
+    select(
+        Message.id,
+        Message.phone,
+        Message.body,
+        Message.segments,
+        Message.kind,
+        Message.attempts,
+        Enrollment.campaign_id,
+        Patient.timezone,
+        Patient.phone_zones,
+        Patient.postal_code,
+        consent.number_opted_out(Message.phone).label("opted_out"),
+    )
+    .outerjoin(Enrollment, Enrollment.id == Message.enrollment_id)
+    .outerjoin(Patient, Patient.id == Enrollment.patient_id)
+    .where(Message.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Message.id)
+)
+
+
 def claim(session: Session, ids: Sequence[int], now: dt.datetime) -> list[_Claimed]:
     """`queued → sending` for those of `ids` still queued, exactly one winner across processes;
     returns the rows this caller won, with what sending them needs."""
-    won = session.execute(
-        update(_outbox)
-        .where(_outbox.c.id.in_(ids), _outbox.c.status == MessageStatus.queued)
-        .values(status=MessageStatus.sending, sending_at=now, attempts=_outbox.c.attempts + 1, updated_at=now)
-        .returning(_outbox.c.id)
-    ).all()
+    won = session.execute(_CLAIM, {"ids": list(ids), "now": now}).all()
     if not won:
         return []
     rows = session.execute(_CLAIM_DETAILS, {"ids": [row.id for row in won]})
