@@ -46,10 +46,12 @@ sys.path.insert(0, str(ROOT))  # samples/ and workers/ are folders of the checko
 from support import free_port, postgres_schema  # noqa: E402
 
 from outreach.campaigns import load_campaigns  # noqa: E402
+from outreach.clock import utcnow  # noqa: E402
 from outreach.config import get_settings  # noqa: E402
 from outreach.ingest.roster import import_patients  # noqa: E402
 from outreach.store import db as dbmod  # noqa: E402
-from outreach.store.models import Base, Message, MessageStatus, utcnow  # noqa: E402
+from outreach.store.models import Base, Message, MessageStatus  # noqa: E402
+from outreach.store.statuses import WAITING_OR_SENDING  # noqa: E402
 from samples.generate import ROSTER_HEADER, roster_rows  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -61,7 +63,6 @@ TARGET_MSGS_PER_S = 300
 TARGET_SPEEDUP = 10
 RATE_TOLERANCE = 0.95  # achieved must be within [0.95 R, R]
 UNLIMITED_RATE = "1e9"  # the limiter still runs (one Redis call per message) but never waits
-PENDING = (MessageStatus.planned, MessageStatus.queued, MessageStatus.sending)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Every day, all day: only the hard 08:00-21:00 (20:00 FL/OK/MD) patient-local limit applies, and
@@ -310,7 +311,7 @@ class Bench:
                 statuses = {status: count for status, count in conn.execute(by_status)}
             if statuses.get(MessageStatus.sent, 0) >= n:
                 return now, statuses
-            if not any(statuses.get(s) for s in PENDING):
+            if not any(statuses.get(s) for s in WAITING_OR_SENDING):
                 raise RuntimeError(f"nothing left to send but only {statuses} of {n}")
             for worker in workers:
                 if worker.poll() is not None:

@@ -23,16 +23,19 @@ from typing import Any
 from zoneinfo import available_timezones
 
 from sqlalchemy import (
+    Boolean,
     Connection,
+    DateTime,
     Engine,
     Table,
+    bindparam,
+    func,
     inspect,
+    literal_column,
     or_,
     select,
-    text,
+    true,
 )
-from sqlalchemy import column as sa_column
-from sqlalchemy import table as sa_table
 
 from outreach.campaigns import EVENT_KINDS
 from outreach.clock import clinic_today, utcnow
@@ -40,6 +43,7 @@ from outreach.config import Settings
 from outreach.errors import UserError
 from outreach.ingest.csvfile import CsvFile, Progress, RowError, write_errors_csv
 from outreach.phones import Phone, PhoneError, parse_phone
+from outreach.store import sql
 from outreach.store.models import Patient, PatientEvent
 
 __all__ = [
@@ -286,7 +290,7 @@ class _PatientCheck:
             )
         checked = _Checked(accepted=len(good), rejected=len(batch.lines) - len(good), errors=errors)
         if self.copy:
-            checked.copy_text = _copy_text(good)
+            checked.copy_text = sql.copy_text(good)
         else:
             checked.rows = [self._params(values) for values in good]
         return checked
@@ -299,24 +303,6 @@ class _PatientCheck:
         row["active"] = True
         row["created_at"] = row["updated_at"] = self.now
         return row
-
-
-def _copy_text(rows: list[tuple[str, ...]]) -> str:
-    """Rows in COPY's text format (tab between values, a line per row, NULL as the empty string).
-
-    Checked once for the whole batch rather than per value: only free text (mrn, names, postal
-    code) can hold a backslash, tab, CR or newline, and then the counts give it away and the batch
-    is written again with those characters escaped."""
-    if not rows:
-        return ""
-    body = "\n".join(map("\t".join, rows)) + "\n"
-    tabs = (len(rows[0]) - 1) * len(rows)
-    if "\\" in body or "\r" in body or body.count("\t") != tabs or body.count("\n") != len(rows):
-        body = "\n".join("\t".join(value.translate(_COPY_ESCAPES) for value in row) for row in rows) + "\n"
-    return body
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def _event_row(
@@ -521,42 +507,6 @@ def _load_when_checked(writer: _PatientWriter, checked: Future[_Checked]) -> Non
 # --- writing -----------------------------------------------------------------------------------
 
 
-def _upsert_source(engine: Engine, table: Table, columns: Sequence[str]) -> tuple[Any, Callable[..., Any]]:
-    """An INSERT of a batch, and the function that loads the batch for it.
-
-    PostgreSQL: the batch is COPYed into a temporary staging table (psycopg's COPY is the fastest
-    way in, several times a multi-row VALUES list or array parameters) and inserted from there.
-    SQLite: an executemany, which SQLAlchemy batches into VALUES pages. The loader takes the
-    connection and the rows and returns the parameters for the statement.
-    """
-    name = engine.dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stage_name = f"{table.name}_stage"
-        stage = sa_table(stage_name, *(sa_column(c) for c in columns))
-        stmt = pg_insert(table).from_select(list(columns), select(*(stage.c[c] for c in columns)))
-        names = ", ".join(columns)
-
-        def load(conn: Connection, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-            conn.exec_driver_sql(
-                f"CREATE TEMP TABLE IF NOT EXISTS {stage_name} ON COMMIT DELETE ROWS "
-                f"AS SELECT {names} FROM {table.name} WITH NO DATA"
-            )
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(f"COPY {stage_name} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row([row[c] for c in columns])
-            return {}
-
-        return stmt, load
-    if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        return sqlite_insert(table), lambda _conn, rows: rows
-    raise UserError(f"importing into {name} is not supported; use PostgreSQL or SQLite")
-
-
 def _require_tables(engine: Engine, *names: str) -> None:
     found = inspect(engine)
     if not all(found.has_table(name) for name in names):
@@ -567,29 +517,24 @@ class _PatientWriter:
     """One upsert per batch on one connection. The UPDATE has a WHERE so identical rows are left
     alone (updated_at does not move); inserted vs updated comes from `xmax = 0` on PostgreSQL, and
     on SQLite from a pre-select made while holding the write lock (SQLite writers are serialized,
-    so it is exact). Also adds up what the checked batches report."""
+    so it is exact). Also adds up what the checked batches report.
+
+    PostgreSQL: each batch arrives as COPY text (built in the helper process, so it costs this one
+    almost nothing) and goes through a staging table (`sql.Staging`) that holds only what the file
+    gives; the upsert adds active and the timestamps and returns only the two counts.
+    """
 
     def __init__(self, engine: Engine, now: dt.datetime) -> None:
         self.engine = engine
         self.now = now
         self.table: Table = Patient.__table__  # type: ignore[assignment]
-        self.copy = engine.dialect.name == "postgresql"
-        if not self.copy:
-            self.stmt = self._executemany_upsert()
+        self.stage = sql.Staging(self.table, _STAGE_COLUMNS) if engine.dialect.name == "postgresql" else None
+        self.copy = self.stage is not None
+        self.stmt = _patient_upsert(engine, self.table, self.stage)
         self.conn: Connection | None = None
         self.failed = False
         self.accepted = self.rejected = self.inserted = self.updated = 0
         self.errors: list[RowError] = []
-
-    def _executemany_upsert(self) -> Any:
-        table = self.table
-        stmt, _ = _upsert_source(self.engine, table, _INSERT_COLUMNS)
-        excluded = stmt.excluded
-        changed = or_(*(table.c[name].is_distinct_from(excluded[name]) for name in _DATA_COLUMNS))
-        values = {name: excluded[name] for name in _DATA_COLUMNS}
-        values["updated_at"] = excluded.updated_at
-        stmt = stmt.on_conflict_do_update(index_elements=[table.c.mrn], set_=values, where=changed)
-        return stmt.returning(table.c.mrn)
 
     def write(self, checked: _Checked) -> None:
         self.accepted += checked.accepted
@@ -599,14 +544,12 @@ class _PatientWriter:
             return
         if self.conn is None:
             self.conn = self.engine.connect()
-            if self.copy:
-                self.conn.exec_driver_sql(_PG_STAGE)
+            if self.stage is not None:
+                self.stage.create(self.conn)
         conn = self.conn
-        if self.copy:
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            with cursor.copy(_PG_COPY) as copy:
-                copy.write(checked.copy_text)
-            inserted, touched = conn.execute(_PG_UPSERT, {"now": self.now}).one()
+        if self.stage is not None:
+            self.stage.copy_text(conn, checked.copy_text)
+            inserted, touched = conn.execute(self.stmt, {"now": self.now}).one()
         else:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             existing = self._existing(conn, [row["mrn"] for row in checked.rows])
@@ -629,37 +572,42 @@ class _PatientWriter:
             self.conn = None
 
 
-# PostgreSQL: each batch is COPYed as text into a temporary staging table (psycopg's COPY is the
-# fastest way in, several times a multi-row VALUES list or array parameters; text built in the
-# helper process costs this one almost nothing) and upserted from there in one statement that
-# returns only the two counts. The staging table lives as long as the connection and empties at
-# each commit; it holds only what the file gives, the statement adds active and the timestamps.
 _STAGE_COLUMNS = ("mrn", *_DATA_COLUMNS)
-_PG_STAGE = (
-    f"CREATE TEMP TABLE IF NOT EXISTS patients_import ON COMMIT DELETE ROWS "
-    f"AS SELECT {', '.join(_STAGE_COLUMNS)} FROM patients WITH NO DATA"
-)
-_PG_COPY = f"COPY patients_import ({', '.join(_STAGE_COLUMNS)}) FROM STDIN (NULL '')"
-_PG_UPSERT = text(
-    f"WITH upserted AS ("
-    f"INSERT INTO patients ({', '.join(_INSERT_COLUMNS)}) "
-    f"SELECT {', '.join(_STAGE_COLUMNS)}, true, CAST(:now AS timestamp), CAST(:now AS timestamp) "
-    f"FROM patients_import "
-    f"ON CONFLICT (mrn) DO UPDATE SET "
-    f"{', '.join(f'{name} = excluded.{name}' for name in (*_DATA_COLUMNS, 'updated_at'))} "
-    f"WHERE {' OR '.join(f'patients.{name} IS DISTINCT FROM excluded.{name}' for name in _DATA_COLUMNS)} "
-    f"RETURNING xmax = 0 AS fresh) "
-    f"SELECT count(*) FILTER (WHERE fresh), count(*) FROM upserted"
-)
+
+
+def _patient_upsert(engine: Engine, table: Table, stage: sql.Staging | None) -> Any:
+    """The upsert by mrn whose UPDATE fires only for rows that differ, built once per import.
+
+    SQLite: an executemany of the checked rows, returning a row per insert or update. PostgreSQL:
+    from the staging table, returning only (inserted, inserted or updated); a row this statement
+    inserted has `xmax = 0`."""
+    stmt = sql.upsert(table, engine)
+    if stage is not None:
+        now = bindparam("now", type_=DateTime())
+        stmt = stmt.from_select(list(_INSERT_COLUMNS), stage.select(true(), now, now))
+    excluded = stmt.excluded
+    changed = or_(*(table.c[name].is_distinct_from(excluded[name]) for name in _DATA_COLUMNS))
+    values = {name: excluded[name] for name in (*_DATA_COLUMNS, "updated_at")}
+    stmt = stmt.on_conflict_do_update(index_elements=[table.c.mrn], set_=values, where=changed)
+    if stage is None:
+        return stmt.returning(table.c.mrn)
+    upserted = stmt.returning(literal_column("xmax = 0", Boolean).label("fresh")).cte("upserted")
+    return select(func.count().filter(upserted.c.fresh), func.count()).select_from(upserted)
 
 
 class _EventWriter:
-    """Events are facts: an identical (mrn, kind, date, code) is already known, so do nothing."""
+    """Events are facts: an identical (mrn, kind, date, code) is already known, so do nothing.
+
+    PostgreSQL: each batch is COPYed into a staging table and inserted from there; SQLite: an
+    executemany, which SQLAlchemy batches into VALUES pages."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         table: Table = PatientEvent.__table__  # type: ignore[assignment]
-        stmt, self.params = _upsert_source(engine, table, EVENT_COLUMNS_DB)
+        self.stage = sql.Staging(table, EVENT_COLUMNS_DB) if engine.dialect.name == "postgresql" else None
+        stmt = sql.upsert(table, engine)
+        if self.stage is not None:
+            stmt = stmt.from_select(list(EVENT_COLUMNS_DB), self.stage.select())
         self.stmt = stmt.on_conflict_do_nothing(
             index_elements=[table.c.mrn, table.c.kind, table.c.date, table.c.code]
         ).returning(table.c.id)
@@ -669,7 +617,13 @@ class _EventWriter:
         if not rows:
             return
         with self.engine.connect() as conn:
-            self.inserted += len(conn.execute(self.stmt, self.params(conn, rows)).all())
+            if self.stage is None:
+                found = conn.execute(self.stmt, rows)
+            else:
+                self.stage.create(conn)
+                self.stage.copy_rows(conn, ([row[c] for c in EVENT_COLUMNS_DB] for row in rows))
+                found = conn.execute(self.stmt)
+            self.inserted += len(found.all())
             conn.commit()
 
 

@@ -10,30 +10,27 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Connection,
     DateTime,
     String,
     and_,
     bindparam,
     exists,
     insert,
-    literal_column,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from outreach.phones import mask
-from outreach.store.models import PENDING_STATUSES, AuditEntry, Message, MessageStatus, PhoneConsent
+from outreach.store import sql
+from outreach.store.models import AuditEntry, Message, MessageStatus, PhoneConsent
+from outreach.store.statuses import WAITING
 
 log = logging.getLogger(__name__)
 
@@ -59,32 +56,23 @@ def number_opted_out(phone: ColumnElement[str] | QueryableAttribute[str]) -> Col
     return exists().where(PhoneConsent.phone == phone, opted_out())
 
 
-def in_constants(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
-    """`column IN ('a', 'b')` with the values written into the SQL, for fixed sets of our own
-    status names: a list of bound values is expanded into parameters on every execution, which
-    costs a prebuilt hot-path statement more than its round trip."""
-    names = [str(value) for value in values]
-    assert all(_SQL_NAME.fullmatch(name) for name in names), names
-    return column.in_([literal_column(f"'{name}'") for name in names])  # type: ignore[no-any-return]
-
-
-_SQL_NAME = re.compile(r"[a-z_]+")
 _PHONE = bindparam("number", type_=String())
 _AT = bindparam("at", type_=DateTime())
 _IS_OPTED_OUT = select(PhoneConsent.phone).where(PhoneConsent.phone == _PHONE, opted_out())
 # Opt out unless already out; RETURNING yields a row exactly when this statement changed the
 # number's state, so "was it already out?" needs no SELECT first and cannot race.
-_OPT_OUT = {
-    name: dialect.insert(PhoneConsent)
-    .values(phone=_PHONE, opted_out_at=_AT, opted_out_by=bindparam("by"), updated_at=_AT)
-    .on_conflict_do_update(
-        index_elements=["phone"],
-        set_={"opted_out_at": _AT, "opted_out_by": bindparam("by"), "updated_at": _AT},
-        where=~opted_out(),
+_OPT_OUT = sql.per_dialect(
+    lambda dialect: (
+        sql.upsert(PhoneConsent, dialect)
+        .values(phone=_PHONE, opted_out_at=_AT, opted_out_by=bindparam("by"), updated_at=_AT)
+        .on_conflict_do_update(
+            index_elements=["phone"],
+            set_={"opted_out_at": _AT, "opted_out_by": bindparam("by"), "updated_at": _AT},
+            where=~opted_out(),
+        )
+        .returning(PhoneConsent.phone)
     )
-    .returning(PhoneConsent.phone)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+)
 _OPT_IN = (
     update(PhoneConsent)
     .where(PhoneConsent.phone == _PHONE, opted_out())
@@ -92,21 +80,14 @@ _OPT_IN = (
 )
 _CANCEL_PENDING = (
     update(Message)
-    .where(Message.phone == _PHONE, in_constants(Message.status, PENDING_STATUSES))
+    .where(Message.phone == _PHONE, sql.in_constants(Message.status, WAITING))
     .values(status=MessageStatus.canceled, canceled_at=_AT, cancel_reason=bindparam("reason"), updated_at=_AT)
 )
 _AUDIT = insert(AuditEntry)
 
 
-def connection(session: Session) -> Connection:
-    """The session's connection for prebuilt Core statements, after flushing pending ORM changes
-    (as `Session.execute` would autoflush) so the statements see them and do not race them."""
-    session.flush()
-    return session.connection()
-
-
 def is_opted_out(session: Session, phone: str) -> bool:
-    found = connection(session).scalar(_IS_OPTED_OUT, {"number": phone})
+    found = sql.connection(session).scalar(_IS_OPTED_OUT, {"number": phone})
     return found is not None
 
 
@@ -126,7 +107,7 @@ def record_opt_out(
     Pending messages are canceled even when the number was already opted out, so a row planned by a
     racing scheduler cannot slip through; the first opt-out's time and keyword are kept.
     """
-    conn = connection(session)
+    conn = sql.connection(session)
     params = {"number": phone, "at": at, "by": by[:100]}
     changed = conn.execute(_OPT_OUT[conn.dialect.name], params).first() is not None
     canceled = cancel_pending(session, phone, at=at)
@@ -143,7 +124,7 @@ def record_opt_in(
     session: Session, phone: str, *, by: str, at: dt.datetime, actor: str = "patient"
 ) -> ConsentChange:
     """Clear an opt-out; a number that is not opted out is left untouched (nothing to undo)."""
-    conn = connection(session)
+    conn = sql.connection(session)
     changed = bool(conn.execute(_OPT_IN, {"number": phone, "at": at, "by": by[:100]}).rowcount)
     if changed:
         conn.execute(
@@ -155,5 +136,5 @@ def record_opt_in(
 
 def cancel_pending(session: Session, phone: str, *, at: dt.datetime, reason: str = CANCEL_REASON) -> int:
     """Cancel every planned or queued message to the number at once; returns how many."""
-    result = connection(session).execute(_CANCEL_PENDING, {"number": phone, "at": at, "reason": reason})
+    result = sql.connection(session).execute(_CANCEL_PENDING, {"number": phone, "at": at, "reason": reason})
     return int(result.rowcount)

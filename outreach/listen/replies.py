@@ -29,7 +29,6 @@ import logging
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -46,7 +45,6 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import PLACEHOLDER_SETTINGS, CampaignFile, ReplyRule, render
@@ -55,6 +53,7 @@ from outreach.keywords import Normalized, normalize, reserved
 from outreach.listen import consent
 from outreach.phones import mask
 from outreach.segments import count_segments
+from outreach.store import sql
 from outreach.store.models import (
     Activation,
     Enrollment,
@@ -66,6 +65,7 @@ from outreach.store.models import (
     Patient,
     PhoneConsent,
 )
+from outreach.store.statuses import WENT_OUT
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +100,6 @@ START_TEXT = {
     "es": "{clinic_name}: Se ha suscrito de nuevo a los recordatorios para pacientes. "
     "Responda AYUDA para ayuda, STOP para darse de baja.",
 }
-
-# Outreach rows that actually went (or may have gone) out: a reply belongs to the latest of them.
-_SENT_LIKE = (
-    MessageStatus.sending,
-    MessageStatus.unknown,
-    MessageStatus.sent,
-    MessageStatus.delivered,
-    MessageStatus.undelivered,
-)
 
 
 def match_rule(text: Normalized, rules: Sequence[ReplyRule]) -> ReplyRule | None:
@@ -198,7 +189,7 @@ def store_inbound(
     """
     # Every statement here is built once at import (below) and runs on the session's connection:
     # a reply is a handful of round trips with no ORM unit of work and no per-call SQL building.
-    conn = consent.connection(session)
+    conn = sql.connection(session)
     dialect = conn.dialect.name
     ctx = _context(conn, phone, campaigns)
     text = normalize(body)
@@ -281,14 +272,6 @@ def store_inbound(
     return result
 
 
-def _on_conflict_do_nothing(model: type[Any], **target: Any) -> dict[str, Any]:
-    """`INSERT … ON CONFLICT DO NOTHING RETURNING id` for `model`, by dialect name."""
-    return {
-        name: dialect.insert(model).on_conflict_do_nothing(**target).returning(model.id)
-        for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-    }
-
-
 _NOW = bindparam("now", type_=DateTime())
 _PHONE = bindparam("phone", type_=String())
 
@@ -299,9 +282,9 @@ _LATEST = (
     .where(
         Message.phone == _PHONE,
         Message.kind == MessageKind.outreach,
-        consent.in_constants(Message.status, _SENT_LIKE),
+        sql.in_constants(Message.status, WENT_OUT),
     )
-    .order_by(func.coalesce(Message.sent_at, Message.sending_at).desc().nulls_last(), Message.id.desc())
+    .order_by(Message.went_out_at.desc().nulls_last(), Message.id.desc())
     .limit(1)
 )
 _LATEST_CTE = _LATEST.cte("latest")
@@ -324,9 +307,9 @@ _CONTEXT = union_all(
     .select_from(PhoneConsent)
     .where(PhoneConsent.phone == _PHONE, consent.opted_out()),
 )
-_STORE_INBOUND = _on_conflict_do_nothing(InboundMessage)
-_QUEUE_ANSWER = _on_conflict_do_nothing(Message)  # the (enrollment, step) key: once per reply
-_STORE_ACTIVATION = _on_conflict_do_nothing(Activation, index_elements=["patient_id", "campaign_id"])
+_STORE_INBOUND = sql.insert_or_skip(InboundMessage)
+_QUEUE_ANSWER = sql.insert_or_skip(Message)  # the (enrollment, step) key: once per reply
+_STORE_ACTIVATION = sql.insert_or_skip(Activation, index_elements=["patient_id", "campaign_id"])
 _OPEN_HANDOFF = insert(Handoff).returning(Handoff.id)
 _ENROLLMENT = Enrollment.id == bindparam("enrollment_id")
 _MARK_REPLIED = (
@@ -342,7 +325,7 @@ _MARK_REPLIED_WITH_OUTCOME = _MARK_REPLIED.values(
 
 def latest_enrollment_id(session: Session, phone: str) -> int | None:
     """The enrollment of the latest outreach message that went to `phone`: what a reply answers."""
-    row = consent.connection(session).execute(_LATEST, {"phone": phone}).first()
+    row = sql.connection(session).execute(_LATEST, {"phone": phone}).first()
     return int(row.id) if row is not None else None
 
 

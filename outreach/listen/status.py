@@ -26,28 +26,14 @@ from sqlalchemy.orm import Session
 
 from outreach.listen import consent
 from outreach.phones import mask
+from outreach.providers.twilio_codes import ERROR_MESSAGES, OPT_OUT_CODES
+from outreach.store import sql
 from outreach.store.models import AuditEntry, Message, MessageStatus
+from outreach.store.statuses import RANK
 
 log = logging.getLogger(__name__)
 
 UNMATCHED = "status_unmatched"
-
-# Twilio codes meaning the number refuses our texts (21610: the recipient replied STOP to this
-# sender; 30004: message blocked, e.g. the recipient blocked us): consent is recorded for the number.
-OPT_OUT_CODES = frozenset({21610, 30004})
-
-# Our outbox statuses by progress. `unknown` sits with `sending`: both wait for the provider's word.
-RANK: dict[str, int] = {
-    MessageStatus.planned: 0,
-    MessageStatus.queued: 1,
-    MessageStatus.sending: 2,
-    MessageStatus.unknown: 2,
-    MessageStatus.sent: 3,
-    MessageStatus.delivered: 4,
-    MessageStatus.undelivered: 4,
-    MessageStatus.failed: 4,
-    MessageStatus.canceled: 4,
-}
 
 # Twilio's MessageStatus -> (our status, or None when it only updates provider_status; its rank).
 _CALLBACK: dict[str, tuple[MessageStatus | None, int]] = {
@@ -62,21 +48,6 @@ _CALLBACK: dict[str, tuple[MessageStatus | None, int]] = {
     "failed": (MessageStatus.failed, 4),
 }
 _PROVIDER_RANK = {name: rank for name, (_status, rank) in _CALLBACK.items()} | {"read": 5}
-
-# Status callbacks carry only ErrorCode; these short reasons make the outbox readable.
-ERROR_MESSAGES = {
-    21610: "recipient has opted out of messages from this sender",
-    21614: "not a mobile number",
-    30001: "queue overflow",
-    30002: "account suspended",
-    30003: "unreachable destination handset",
-    30004: "message blocked",
-    30005: "unknown destination handset",
-    30006: "landline or unreachable carrier",
-    30007: "message filtered by the carrier",
-    30008: "unknown error",
-    30034: "message from an unregistered number",
-}
 
 
 class Outcome(enum.StrEnum):
@@ -186,7 +157,7 @@ def _advance(
     One conditional UPDATE, so concurrent callbacks cannot move a row backwards.
     """
     params = {"sid": sid, "at": at, "code": error_code, "reason": error_message}
-    phone = consent.connection(session).scalar(_ADVANCE[status], params)
+    phone = sql.connection(session).scalar(_ADVANCE[status], params)
     return str(phone) if phone is not None else None
 
 
@@ -197,7 +168,7 @@ def _advance_statement(status: str) -> Update:
     our status already there). Both branches are one statement: CASE keeps a column as it was
     where only the provider status moves."""
     target, rank = _CALLBACK[status]
-    provider_behind = Message.provider_status.is_(None) | consent.in_constants(
+    provider_behind = Message.provider_status.is_(None) | sql.in_constants(
         Message.provider_status, [name for name, r in _PROVIDER_RANK.items() if r < _PROVIDER_RANK[status]]
     )
     at = bindparam("at", type_=DateTime())
@@ -205,7 +176,7 @@ def _advance_statement(status: str) -> Update:
     if target is None:
         condition = provider_behind
     else:
-        behind = consent.in_constants(Message.status, [s for s, r in RANK.items() if r < rank])
+        behind = sql.in_constants(Message.status, [s for s, r in RANK.items() if r < rank])
         condition = behind | provider_behind
 
         def forward(column: Any, value: Any) -> Any:

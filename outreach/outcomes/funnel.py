@@ -83,16 +83,8 @@ from outreach.store.models import (
     MessageStatus,
     PhoneConsent,
 )
+from outreach.store.statuses import WAITING_OR_SENDING, WENT_OUT
 
-_PENDING = {MessageStatus.planned, MessageStatus.queued, MessageStatus.sending}
-# Rows that went (or may have gone) out: the candidates a reply or an opt-out is credited to.
-_WENT_OUT = (
-    MessageStatus.sending,
-    MessageStatus.unknown,
-    MessageStatus.sent,
-    MessageStatus.delivered,
-    MessageStatus.undelivered,
-)
 _COUNTS = (
     "planned",
     "pending",
@@ -294,12 +286,8 @@ def _scope(campaign_id: str | None, since: dt.date | None) -> list[ColumnElement
     return conditions
 
 
-def _went_out_at() -> ColumnElement[Any]:
-    return func.coalesce(Message.sent_at, Message.sending_at)
-
-
 def _went_out() -> ColumnElement[bool]:
-    return or_(Message.status.in_(_WENT_OUT), Message.provider_sid.is_not(None))
+    return or_(Message.status.in_(WENT_OUT), Message.provider_sid.is_not(None))
 
 
 def _credited_step(enrollment_id: Any, moment: Any) -> ColumnElement[Any]:
@@ -310,9 +298,9 @@ def _credited_step(enrollment_id: Any, moment: Any) -> ColumnElement[Any]:
             Message.enrollment_id == enrollment_id,
             Message.kind == MessageKind.outreach,
             _went_out(),
-            _went_out_at() <= moment,
+            Message.went_out_at <= moment,
         )
-        .order_by(_went_out_at().desc(), Message.id.desc())
+        .order_by(Message.went_out_at.desc(), Message.id.desc())
         .limit(1)
         .scalar_subquery()
     )
@@ -406,7 +394,7 @@ def _count_messages(
     target.planned += n
     if accepted:
         target.sent += n
-    if status in _PENDING:
+    if status in WAITING_OR_SENDING:
         target.pending += n
     elif status == MessageStatus.delivered:
         target.delivered += n
@@ -437,9 +425,9 @@ def _opt_outs(scope: list[ColumnElement[bool]]) -> AnySelect:
             Message.kind == MessageKind.outreach,
             Message.enrollment_id.is_not(None),
             _went_out(),
-            _went_out_at() <= PhoneConsent.opted_out_at,
+            Message.went_out_at <= PhoneConsent.opted_out_at,
         )
-        .order_by(_went_out_at().desc(), Message.id.desc())
+        .order_by(Message.went_out_at.desc(), Message.id.desc())
         .limit(1)
         .correlate(PhoneConsent)
         .scalar_subquery()

@@ -26,8 +26,10 @@ from outreach.plan.eligibility import eligible_patients
 from outreach.plan.pacing import Pacer, recipient
 from outreach.segments import count_segments
 from outreach.send.dispatch import Dispatch
-from outreach.store.db import insert_for, rowcount, session_scope
+from outreach.store import sql
+from outreach.store.db import session_scope
 from outreach.store.models import Campaign, Enrollment, Message, MessageKind, MessageStatus, Patient
+from outreach.store.statuses import WAITING
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def enroll(session: Session, campaign: CampaignFile, on: dt.date, now: dt.dateti
         eligible.c.language,
     ).where(~exists().where(*blocking))
     statement = (
-        insert_for(session, Enrollment)
+        sql.upsert(Enrollment, session)
         .from_select(["patient_id", "campaign_id", "cycle", "enrolled_on", "enrolled_at", "language"], source)
         .on_conflict_do_nothing()
         .returning(Enrollment.id)
@@ -218,7 +220,7 @@ def plan_due_steps(
             values.append(record)
         for start in range(0, len(values), 1000):
             session.execute(
-                insert_for(session, Message).values(values[start : start + 1000]).on_conflict_do_nothing()
+                sql.upsert(Message, session).values(values[start : start + 1000]).on_conflict_do_nothing()
             )
     return planned, canceled
 
@@ -247,11 +249,11 @@ def cancel_pending(session: Session, campaign_id: str, reason: str, now: dt.date
         update(Message)
         .where(
             Message.enrollment_id.in_(enrollment_ids),
-            Message.status.in_((MessageStatus.planned, MessageStatus.queued)),
+            Message.status.in_(WAITING),
         )
         .values(status=MessageStatus.canceled, canceled_at=now, cancel_reason=reason, updated_at=now)
     )
-    return rowcount(result)
+    return sql.rowcount(result)
 
 
 def cancel_replied_reminders(session: Session, campaigns: dict[str, CampaignFile], now: dt.datetime) -> int:
@@ -269,11 +271,11 @@ def cancel_replied_reminders(session: Session, campaigns: dict[str, CampaignFile
             .where(
                 Message.enrollment_id.in_(replied),
                 Message.step_id.in_(steps),
-                Message.status.in_((MessageStatus.planned, MessageStatus.queued)),
+                Message.status.in_(WAITING),
             )
             .values(status=MessageStatus.canceled, canceled_at=now, cancel_reason="replied", updated_at=now)
         )
-        canceled += rowcount(result)
+        canceled += sql.rowcount(result)
     return canceled
 
 

@@ -30,6 +30,7 @@ from outreach.phones import mask
 from outreach.plan.pacing import Pacer, recipient
 from outreach.plan.windows import is_open
 from outreach.providers.base import AmbiguousError, PermanentError, Provider, RetryableError
+from outreach.providers.twilio_codes import OPT_OUT_CODES
 from outreach.send.ratelimit import RateLimiter
 from outreach.store.db import session_scope
 from outreach.store.models import Enrollment, Message, MessageKind, MessageStatus, Patient
@@ -44,8 +45,6 @@ THROTTLE_TIMEOUT_S = 30.0
 CLAIM_CHUNK = 10  # rows claimed per transaction: at most this many wait in `sending` for tokens
 RECORD_WITHIN = dt.timedelta(seconds=1)  # an accepted row is recorded at most this late
 CONSENT_FRESH_S = 1.0  # a row whose opt-out check is older than this (waiting for tokens) is checked again
-# Twilio codes that mean the number itself refuses our texts: record an opt-out for it.
-OPT_OUT_CODES = frozenset({21610})
 
 
 @dataclass
@@ -110,36 +109,6 @@ _RECORD_ACCEPTED = (
         sent_at=bindparam("b_at"),
         updated_at=bindparam("b_at"),
     )
-)
-_CLAIM = (
-    update(_outbox)
-    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)), _outbox.c.status == MessageStatus.queued)
-    .values(
-        status=MessageStatus.sending,
-        sending_at=bindparam("now"),
-        attempts=_outbox.c.attempts + 1,
-        updated_at=bindparam("now"),
-    )
-    .returning(_outbox.c.id)
-)
-_CLAIM_DETAILS = (
-    select(
-        Message.id,
-        Message.phone,
-        Message.body,
-        Message.segments,
-        Message.kind,
-        Message.attempts,
-        Enrollment.campaign_id,
-        Patient.timezone,
-        Patient.phone_zones,
-        Patient.postal_code,
-        consent.number_opted_out(Message.phone).label("opted_out"),
-    )
-    .outerjoin(Enrollment, Enrollment.id == Message.enrollment_id)
-    .outerjoin(Patient, Patient.id == Enrollment.patient_id)
-    .where(Message.id.in_(bindparam("ids", expanding=True)))
-    .order_by(Message.id)
 )
 
 
@@ -337,15 +306,44 @@ def send_batch(
     return Sender(engine, provider, limiter, campaigns, settings, clock).send(ids)
 
 
+# One conditional UPDATE: only rows still `queued` match, so of any number of workers holding the
+# same ids exactly one wins each row.
+_CLAIM = (
+    update(_outbox)
+    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)), _outbox.c.status == MessageStatus.queued)
+    .values(
+        status=MessageStatus.sending,
+        sending_at=bindparam("now"),
+        attempts=_outbox.c.attempts + 1,
+        updated_at=bindparam("now"),
+    )
+    .returning(_outbox.c.id)
+)
+_CLAIM_DETAILS = (
+    select(
+        Message.id,
+        Message.phone,
+        Message.body,
+        Message.segments,
+        Message.kind,
+        Message.attempts,
+        Enrollment.campaign_id,
+        Patient.timezone,
+        Patient.phone_zones,
+        Patient.postal_code,
+        consent.number_opted_out(Message.phone).label("opted_out"),
+    )
+    .outerjoin(Enrollment, Enrollment.id == Message.enrollment_id)
+    .outerjoin(Patient, Patient.id == Enrollment.patient_id)
+    .where(Message.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Message.id)
+)
+
+
 def claim(session: Session, ids: Sequence[int], now: dt.datetime) -> list[_Claimed]:
     """`queued → sending` for those of `ids` still queued, exactly one winner across processes;
     returns the rows this caller won, with what sending them needs."""
-    won = session.execute(
-        update(_outbox)
-        .where(_outbox.c.id.in_(ids), _outbox.c.status == MessageStatus.queued)
-        .values(status=MessageStatus.sending, sending_at=now, attempts=_outbox.c.attempts + 1, updated_at=now)
-        .returning(_outbox.c.id)
-    ).all()
+    won = session.execute(_CLAIM, {"ids": list(ids), "now": now}).all()
     if not won:
         return []
     rows = session.execute(_CLAIM_DETAILS, {"ids": [row.id for row in won]})

@@ -10,12 +10,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import CursorResult, Engine, Result, create_engine, event
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,19 +65,6 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         raise
     finally:
         session.close()
-
-
-def insert_for(session: Session, model: type[Any]) -> postgresql.Insert | sqlite.Insert:
-    """INSERT with ON CONFLICT in the dialect the session is bound to (SQLite or PostgreSQL), so
-    "first one wins" and "once per key" are one atomic statement instead of a read-then-write race."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(model)
-    return sqlite.insert(model)
-
-
-def rowcount(result: Result[Any]) -> int:
-    """Rows an UPDATE or DELETE touched (typed: `Session.execute` promises only a Result)."""
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -1,0 +1,71 @@
+"""`messages` (DESIGN.md §6): the outbox, one row per text, with a timestamp per transition."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.ext.hybrid import hybrid_property
+from sqlalchemy.orm import Mapped, mapped_column
+
+from outreach.clock import utcnow
+from outreach.store.models.base import Base
+from outreach.store.statuses import MessageKind, MessageStatus
+
+
+class Message(Base):
+    """The outbox. Unique on (enrollment, step): the first line of defence against sending twice."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id", name="uq_messages_enrollment_step"),
+        Index("ix_messages_status_send_at", "status", "send_at"),
+        Index("ix_messages_phone_send_at", "phone", "send_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    enrollment_id: Mapped[int | None] = mapped_column(ForeignKey("enrollments.id"))
+    step_id: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(10), default=MessageKind.outreach)
+    phone: Mapped[str] = mapped_column(String(20))
+    body: Mapped[str] = mapped_column(Text)
+    segments: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(12), default=MessageStatus.planned)
+    send_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    provider_status: Mapped[str | None] = mapped_column(String(20))
+    error_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    planned_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    queued_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    sending_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    canceled_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    cancel_reason: Mapped[str | None] = mapped_column(String(100))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    @hybrid_property
+    def went_out_at(self) -> dt.datetime | None:
+        """When the row went (or may have gone) out: the provider's acceptance, else the claim.
+
+        An `unknown` row has no `sent_at` yet but may have reached the patient; the report and the
+        reply context both order by this, so they credit a reply to the same message."""
+        return self.sent_at if self.sent_at is not None else self.sending_at
+
+    @went_out_at.inplace.expression
+    @classmethod
+    def _went_out_at_sql(cls) -> ColumnElement[dt.datetime | None]:
+        return func.coalesce(cls.sent_at, cls.sending_at)

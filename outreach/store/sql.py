@@ -1,0 +1,159 @@
+"""The SQL idioms the engine shares, written once: INSERT … ON CONFLICT in the session's dialect,
+statements prebuilt per dialect, the session's connection for Core statements, constant IN lists,
+row counts, and the PostgreSQL COPY path through a staging table.
+
+Each of these was built in the module that first needed it, and copies followed (the upsert five
+ways); one home keeps the dialect switch, and its fallbacks, in a single place.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeAlias, TypeVar, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Engine,
+    Result,
+    Select,
+    Table,
+    literal_column,
+    select,
+)
+from sqlalchemy import column as sa_column
+from sqlalchemy import table as sa_table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningInsert
+
+from outreach.errors import UserError
+
+T = TypeVar("T")
+Upsert: TypeAlias = postgresql.Insert | sqlite.Insert
+
+DIALECTS = ("postgresql", "sqlite")
+
+
+def dialect_name(bind: Session | Connection | Engine) -> str:
+    """The dialect a session, connection or engine talks to ("postgresql" or "sqlite")."""
+    if isinstance(bind, Session):
+        return bind.get_bind().dialect.name
+    return bind.dialect.name
+
+
+def upsert(target: Any, on: str | Session | Connection | Engine) -> Upsert:
+    """INSERT into `target` (a model or table) that can take ON CONFLICT … DO NOTHING / DO UPDATE,
+    in dialect `on` (a name, or what a session, connection or engine talks to), so "first one
+    wins" and "once per key" are one atomic statement instead of a read-then-write race."""
+    name = on if isinstance(on, str) else dialect_name(on)
+    if name == "postgresql":
+        return postgresql.insert(target)
+    if name == "sqlite":
+        return sqlite.insert(target)
+    raise UserError(f"{name} is not supported; use PostgreSQL or SQLite")
+
+
+def per_dialect(build: Callable[[str], T]) -> dict[str, T]:
+    """`build(name)` for every supported dialect: hot statements are built once at import and
+    picked by `conn.dialect.name` when they run, since building one per call costs more CPU than
+    its round trip."""
+    return {name: build(name) for name in DIALECTS}
+
+
+def insert_or_skip(model: Any, **target: Any) -> dict[str, ReturningInsert[Any]]:
+    """`INSERT … ON CONFLICT DO NOTHING RETURNING id` for `model`, per dialect: the new id when
+    this statement stored the row, nothing when the key was already there (replays, races)."""
+    return per_dialect(lambda name: upsert(model, name).on_conflict_do_nothing(**target).returning(model.id))
+
+
+def connection(session: Session) -> Connection:
+    """The session's connection for prebuilt Core statements, after flushing pending ORM changes
+    (as `Session.execute` would autoflush) so the statements see them and do not race them."""
+    session.flush()
+    return session.connection()
+
+
+def in_constants(column: Any, values: Iterable[str]) -> ColumnElement[bool]:
+    """`column IN ('a', 'b')` with the values written into the SQL, for fixed sets of our own
+    status names: a list of bound values is expanded into parameters on every execution, which
+    costs a prebuilt hot-path statement more than its round trip."""
+    names = [str(value) for value in values]
+    assert all(_SQL_NAME.fullmatch(name) for name in names), names
+    return column.in_([literal_column(f"'{name}'") for name in names])  # type: ignore[no-any-return]
+
+
+_SQL_NAME = re.compile(r"[a-z_]+")
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE touched (typed: `Session.execute` promises only a Result)."""
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+# --- PostgreSQL COPY ---------------------------------------------------------------------------
+
+
+class Staging:
+    """A temporary table holding `columns` of `table`, loaded with PostgreSQL's COPY and moved
+    into the table by one INSERT … SELECT (`select()`, with ON CONFLICT as the caller needs).
+
+    COPY is the fastest way in, several times a multi-row VALUES list or array parameters. The
+    table lives as long as the connection and empties at each commit, so `create` is cheap to
+    repeat and a failed batch leaves nothing behind.
+    """
+
+    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+        self.name = f"{table.name}_stage"
+        self.columns = tuple(columns)
+        names = ", ".join(self.columns)
+        self._create = (
+            f"CREATE TEMP TABLE IF NOT EXISTS {self.name} ON COMMIT DELETE ROWS "
+            f"AS SELECT {names} FROM {table.name} WITH NO DATA"
+        )
+        self._copy = f"COPY {self.name} ({names}) FROM STDIN"
+        self._table = sa_table(self.name, *(sa_column(name) for name in self.columns))
+
+    def create(self, conn: Connection) -> None:
+        conn.exec_driver_sql(self._create)
+
+    def select(self, *extra: Any) -> Select[Any]:
+        """The staged rows, column by column, then `extra` values (for columns the file lacks)."""
+        return select(*(self._table.c[name] for name in self.columns), *extra)
+
+    def copy_text(self, conn: Connection, text: str) -> None:
+        """Load rows already in COPY's text format with NULL as the empty string (`copy_text()`):
+        text built in a helper process costs the loading process almost nothing."""
+        with _cursor(conn).copy(f"{self._copy} (NULL '')") as copy:
+            copy.write(text)
+
+    def copy_rows(self, conn: Connection, rows: Iterable[Sequence[Any]]) -> None:
+        """Load rows of Python values (in `columns` order); psycopg formats each value."""
+        with _cursor(conn).copy(self._copy) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def _cursor(conn: Connection) -> Any:
+    """psycopg's own cursor under the connection: SQLAlchemy has no COPY."""
+    return conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+
+
+def copy_text(rows: list[tuple[str, ...]]) -> str:
+    """Rows in COPY's text format (tab between values, a line per row, NULL as the empty string).
+
+    Checked once for the whole batch rather than per value: only free text can hold a backslash,
+    tab, CR or newline, and then the counts give it away and the batch is written again with
+    those characters escaped."""
+    if not rows:
+        return ""
+    body = "\n".join(map("\t".join, rows)) + "\n"
+    tabs = (len(rows[0]) - 1) * len(rows)
+    if "\\" in body or "\r" in body or body.count("\t") != tabs or body.count("\n") != len(rows):
+        body = "\n".join("\t".join(value.translate(_COPY_ESCAPES) for value in row) for row in rows) + "\n"
+    return body
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
