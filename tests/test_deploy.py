@@ -90,6 +90,8 @@ def test_compose_has_the_services_health_checks_and_start_order() -> None:
     assert cli["profiles"] == ["tools"] and cli["restart"] == "no"
     assert cli["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
     assert "./data:/data:ro" in cli["volumes"]
+    assert "data" in (ROOT / ".dockerignore").read_text().splitlines()  # patient files never in an image
+    assert "/data/" in (ROOT / ".gitignore").read_text().splitlines()  # nor in a commit
     assert not any(
         str(v).startswith("./data:") for name in OURS if name != "cli" for v in SERVICES[name]["volumes"]
     )
