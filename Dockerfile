@@ -8,9 +8,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Build from a throw-away copy of the source: the image keeps the installed package, not the tree.
+# campaigns/ and samples/ go in as the wheel's package data, so `outreach demo` runs in the image.
 COPY pyproject.toml README.md /tmp/src/
 COPY outreach /tmp/src/outreach
 COPY workers /tmp/src/workers
+COPY campaigns /tmp/src/campaigns
+COPY samples /tmp/src/samples
 RUN pip install /tmp/src && rm -rf /tmp/src
 
 # A fixed, unprivileged user; /app is its working directory (celery beat keeps its schedule file here).

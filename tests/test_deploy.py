@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shelve
+import shlex
 import signal
 import socket
 import subprocess
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
-OURS = ("migrate", "web", "worker", "scheduler")  # the services that run this project's image
+OURS = ("migrate", "web", "worker", "scheduler", "cli")  # the services that run this project's image
 
 
 def command(service: str) -> list[str]:
@@ -53,7 +54,7 @@ def command(service: str) -> list[str]:
 
 
 def test_compose_has_the_services_health_checks_and_start_order() -> None:
-    assert set(SERVICES) == {"postgres", "redis", "migrate", "web", "worker", "scheduler", "flower"}
+    assert set(SERVICES) == {"postgres", "redis", "migrate", "web", "worker", "scheduler", "cli", "flower"}
 
     postgres, redis_ = SERVICES["postgres"], SERVICES["redis"]
     assert postgres["image"].startswith("postgres:16")
@@ -83,6 +84,17 @@ def test_compose_has_the_services_health_checks_and_start_order() -> None:
     assert "container_name" not in worker and "ports" not in worker
     assert SERVICES["scheduler"]["command"] == ["celery", "-A", "workers", "beat", "--loglevel", "INFO"]
     assert SERVICES["flower"]["profiles"] == ["monitoring"]
+    # One-off commands: never started by `up`, started on demand with the schema in place; the
+    # import folder is mounted read-only there and nowhere else.
+    cli = SERVICES["cli"]
+    assert cli["profiles"] == ["tools"] and cli["restart"] == "no"
+    assert cli["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert "./data:/data:ro" in cli["volumes"]
+    assert "data" in (ROOT / ".dockerignore").read_text().splitlines()  # patient files never in an image
+    assert "/data/" in (ROOT / ".gitignore").read_text().splitlines()  # nor in a commit
+    assert not any(
+        str(v).startswith("./data:") for name in OURS if name != "cli" for v in SERVICES[name]["volumes"]
+    )
 
 
 def test_our_services_read_dot_env_and_point_at_the_compose_services() -> None:
@@ -112,15 +124,34 @@ def _env_example() -> list[tuple[str, bool]]:
     return found
 
 
+def compose_variables() -> dict[str, str | None]:
+    """`${NAME}` / `${NAME:-default}` that compose substitutes from the environment or .env."""
+    found: dict[str, str | None] = {}
+    for name, default in re.findall(
+        r"\$\{([A-Z_][A-Z0-9_]*)(?::?-([^}]*))?\}", (ROOT / "docker-compose.yml").read_text()
+    ):
+        found[name] = default or None
+    return found
+
+
 def test_env_example_lists_exactly_the_settings_each_with_a_comment() -> None:
     aliases = {f.alias for f in Settings.model_fields.values()}
     names = [name for name, _ in _env_example()]
     assert len(names) == len(set(names))
-    assert set(names) == aliases
+    assert set(names) == aliases | set(compose_variables())
     lines = (ROOT / ".env.example").read_text().splitlines()
     for i, line in enumerate(lines):
         if re.match(r"^#?[A-Z][A-Z0-9_]*=", line):
             assert lines[i - 1].startswith("# "), f"{line}: no comment above it"
+
+
+def test_every_variable_compose_reads_is_in_env_example_with_its_default() -> None:
+    variables = compose_variables()
+    assert set(variables) == {"POSTGRES_PASSWORD", "WEB_PORT"}
+    example = (ROOT / ".env.example").read_text()
+    for name, default in variables.items():
+        # optional, so commented out, showing the value compose uses when it is unset
+        assert re.search(rf"^#{name}={re.escape(default or '')}$", example, re.M), name
 
 
 def test_env_example_as_dot_env_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,6 +186,114 @@ def test_dockerfile_installs_the_package_as_a_non_root_user() -> None:
             sources = [part for part in line.split()[1:-1] if not part.startswith("--")]
             for source in sources:
                 assert (ROOT / source).exists() and source not in ignored, source
+
+
+def test_the_image_build_gets_what_the_wheel_ships_as_package_data() -> None:
+    """The Dockerfile copies every folder pyproject.toml maps into the package (the demo's data)."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    copied = set()
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        parts = line.split()
+        if parts[:1] == ["COPY"] and parts[-1].startswith("/tmp/src"):
+            copied.update(part for part in parts[1:-1] if not part.startswith("--"))
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    for folder in setuptools["package-dir"].values():
+        assert folder in copied and folder not in ignored, folder
+    assert {"outreach", "workers", "pyproject.toml", "README.md"} <= copied
+
+
+# --- the README's docker compose commands ------------------------------------------------------
+
+# `docker compose run` options that take a value (the rest are flags).
+RUN_VALUE_OPTIONS = {
+    "-v",
+    "--volume",
+    "-e",
+    "--env",
+    "--name",
+    "-w",
+    "--workdir",
+    "-u",
+    "--user",
+    "-p",
+    "--publish",
+}
+
+
+def compose_commands(markdown: str) -> list[list[str]]:
+    """Every `docker compose …` command in a text: in code blocks, code spans and comments."""
+    commands = []
+    for match in re.finditer(r"docker compose [^`\n]*", markdown):
+        line = match.group(0).split(" #")[0].split("&&")[0].strip().rstrip(",.")
+        commands.append(shlex.split(line)[2:])
+    return commands
+
+
+def mounts(service: dict[str, Any], extra: list[str]) -> list[str]:
+    """The container paths a service's volumes (and `run -v`) mount."""
+    return [str(volume).split(":")[1] for volume in [*service.get("volumes", []), *extra]]
+
+
+def check_compose_command(argv: list[str]) -> None:
+    args = list(argv)
+    while args and args[0].startswith("-"):  # global options: --profile NAME, -f FILE
+        args = args[2:] if args[0] in ("--profile", "-f", "--file", "--env-file") else args[1:]
+    sub, *args = args
+    assert sub in {"up", "run", "build", "down", "logs", "ps", "exec", "restart", "stop", "pull"}, argv
+    positional: list[str] = []
+    volumes: list[str] = []
+    while args:
+        arg = args.pop(0)
+        if sub == "run" and positional:  # the command in the container starts here
+            positional.extend([arg, *args])
+            break
+        if arg == "--scale":
+            service, _, count = args.pop(0).partition("=")
+            assert service in SERVICES and count.isdigit(), argv
+        elif sub == "run" and arg in RUN_VALUE_OPTIONS:
+            value = args.pop(0)
+            if arg in ("-v", "--volume"):
+                volumes.append(value)
+        elif not arg.startswith("-"):
+            positional.append(arg)
+    if sub in ("run", "exec"):
+        service, *command = positional
+        assert service in SERVICES, f"{argv}: no service {service!r}"
+        assert command and (BIN / command[0]).is_file(), f"{argv}: {command[:1]} is not a console script here"
+        targets = mounts(SERVICES[service], volumes)
+        for value in command[1:]:
+            for path in (part for part in value.split("=") if part.startswith("/")):
+                assert any(path == t or path.startswith(t.rstrip("/") + "/") for t in targets), (
+                    f"{argv}: {path} is not mounted in {service} (mounts: {targets})"
+                )
+    else:
+        for service in positional:
+            assert service in SERVICES, f"{argv}: no service {service!r}"
+
+
+def test_readme_docker_compose_commands_name_real_services_and_mounted_paths() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = compose_commands(readme)
+    assert ["up", "-d", "--build"] in commands  # the README's start command is the compose file's
+    assert any(argv[:3] == ["run", "--rm", "cli"] and "/data/roster.csv" in argv for argv in commands)
+    for argv in commands:
+        check_compose_command(argv)
+    # The commands the compose file itself suggests are the README's, word for word.
+    header = (ROOT / "docker-compose.yml").read_text()
+    for argv in compose_commands(header):
+        check_compose_command(argv)
+        assert argv in commands, f"docker compose {' '.join(argv)}: in docker-compose.yml, not in the README"
+
+
+def test_the_compose_command_check_catches_what_the_issue_found() -> None:
+    """The README's old import command: nothing was mounted at /data."""
+    with pytest.raises(AssertionError, match="not mounted"):
+        check_compose_command(["run", "--rm", "web", "outreach", "patients", "import", "/data/roster.csv"])
+    with pytest.raises(AssertionError, match="no service"):
+        check_compose_command(["up", "-d", "webb"])
+    check_compose_command(
+        ["run", "--rm", "-v", "/srv/in:/in:ro", "web", "outreach", "patients", "import", "/in/r.csv"]
+    )
 
 
 # --- the commands, started for real ------------------------------------------------------------

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields
+from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -164,17 +165,29 @@ class DemoResult:
         return f"simulated {_label(self.start)} to {_label(self.end)} ({ZONE}) in {self.seconds:.0f} s"
 
 
+SHIPPED = ("samples/roster.csv", "samples/events.csv", "campaigns")  # what the demo reads, under a root
+
+
 def repo_root() -> Path:
-    """Where the shipped samples and campaigns live: next to the installed package (a checkout)."""
-    root = Path(outreach.__file__).resolve().parents[1]
-    wanted = [root / "samples" / "roster.csv", root / "samples" / "events.csv", root / "campaigns"]
-    missing = [str(p) for p in wanted if not p.exists()]
-    if missing:
-        raise UserError(
-            "the demo needs the sample roster and campaigns of a source checkout; "
-            f"missing: {', '.join(missing)}"
-        )
-    return root
+    """Where the shipped samples and campaigns live: a source checkout, else the installed package.
+
+    In a checkout (the package imported from `<root>/outreach`) they are `<root>/samples` and
+    `<root>/campaigns`, so edits there show in the demo. An installed wheel carries copies of them
+    as package data in `outreach/_data/` (pyproject.toml maps the two folders there at build time),
+    found through importlib.resources; the same relative layout, so callers join the same paths.
+    """
+    checkout = Path(outreach.__file__).resolve().parents[1]
+    data = resources.files(outreach).joinpath("_data")
+    roots = [checkout, data] if isinstance(data, Path) else [checkout]  # wheels install unzipped
+    for root in roots:
+        if all((root / name).exists() for name in SHIPPED):
+            return root
+    nearest = checkout if (checkout / "pyproject.toml").exists() else roots[-1]  # a checkout, else the wheel
+    missing = [str(nearest / name) for name in SHIPPED if not (nearest / name).exists()]
+    raise UserError(
+        "the demo needs the sample roster and campaigns that ship with outreach (in a source checkout "
+        f"or an installed wheel); missing: {', '.join(missing)}; restore them or reinstall outreach"
+    )
 
 
 def run_demo(
