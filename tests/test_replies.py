@@ -14,7 +14,8 @@ from outreach.campaigns import CampaignFile, parse_campaign
 from outreach.config import Settings, get_settings
 from outreach.keywords import normalize, opt_out_request
 from outreach.listen import consent
-from outreach.listen.replies import InboundResult, Kind
+from outreach.listen.classify import Kind
+from outreach.listen.replies import InboundResult
 from outreach.store.models import (
     Activation,
     Campaign,
