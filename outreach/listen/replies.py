@@ -9,8 +9,9 @@ needs. Choices made here:
 - STOP and HELP are answered in the webhook's own response (TwiML). CTIA requires a HELP answer
   whether or not the number is opted in, and the outbox's send-time consent check would drop it
   for an opted-out number; the STOP confirmation likewise goes to a number that just opted out.
-  With Twilio Advanced Opt-Out configured, Twilio answers both itself and we stay silent.
-  START and campaign answers go through the outbox (kind `answer`) like any other text.
+  START and campaign answers go through the outbox (kind `answer`) like any other text. With Twilio
+  Advanced Opt-Out (OUTREACH_TWILIO_ADVANCED_OPT_OUT), Twilio confirms STOP, START and HELP itself
+  and we send no confirmation of our own; campaign answers are still ours.
 - An opt-out is engagement, but not the kind a care team counts: it neither activates the
   enrollment nor sets `replied_at`. Every other reply does both (activation once, first reply wins).
 - A campaign outcome follows the patient's LATEST keyword reply (YES, then CALL -> callback):
@@ -110,20 +111,21 @@ def store_inbound(
     campaigns: Mapping[str, CampaignFile],
     now: dt.datetime,
     idempotency_token: str | None = None,
+    opt_out_type: str | None = None,
 ) -> InboundResult:
     """Store and act on one reply in the caller's transaction; the caller commits, then dispatches
     `answer_ids`, and answers the webhook with `reply`.
 
     `phone` is the patient's number and `to` ours, both E.164 (the web side checked them); `sid`
     is the provider's id of the reply and, with `idempotency_token`, what makes a replay change
-    nothing.
+    nothing; `opt_out_type` is Twilio Advanced Opt-Out's STOP, START or HELP (classify.py).
     """
     # Every statement here is built once at import (below) and runs on the session's connection:
     # a reply is a handful of round trips with no ORM unit of work and no per-call SQL building.
     conn = sql.connection(session)
     ctx = load_context(conn, phone, campaigns)
     rules = ctx.campaign.replies if ctx.campaign is not None else ()
-    meaning = classify(normalize(body), opted_out=ctx.opted_out, rules=rules)
+    meaning = classify(normalize(body), opted_out=ctx.opted_out, rules=rules, opt_out_type=opt_out_type)
     inbound_id = _store(conn, ctx, meaning.kind, sid, to, body, now, idempotency_token)
     if inbound_id is None:
         return InboundResult(duplicate=True)
