@@ -73,7 +73,7 @@ SENDER = "+16175550100"
 NOW = dt.datetime(2026, 3, 2, 15, 0)
 TARGET_RPS = 500
 TARGET_P99_MS = 100.0
-# Reply mix: (kind, share, bodies); every body is classified as `kind` by outreach/listen/replies.py.
+# Reply mix: (kind, share, bodies); every body is classified as `kind` by outreach/listen/classify.py.
 REPLIES = [
     ("yes", 0.35, ["YES", "Yes please", "y", "Sí"]),
     ("stop", 0.15, ["STOP", "stop", "Please stop texting me", "no más mensajes"]),

@@ -26,7 +26,7 @@ _WORD = re.compile(r"[^\W_]+")
 
 
 class Family(enum.StrEnum):
-    """What a reserved word does; the values are those of `replies.Kind`."""
+    """What a reserved word does; the values are those of `classify.Kind`."""
 
     opt_out = "opt_out"
     opt_in = "opt_in"

@@ -20,7 +20,7 @@ from outreach.campaigns import ReplyRule, parse_campaign
 from outreach.config import get_settings
 from outreach.errors import UserError
 from outreach.keywords import BY_LANGUAGE, Family, Reserved, normalize, reserved, single_words
-from outreach.listen.replies import Kind
+from outreach.listen.classify import Kind
 
 _ACCENTED = {"a": "á", "e": "é", "i": "í", "o": "ó", "u": "ú", "n": "ñ"}
 

@@ -261,3 +261,19 @@ def test_cli_list_table_masks_numbers(engine: Engine) -> None:
     assert result.exit_code == 0, result.output
     assert "+1********23" in result.stdout and PHONE not in result.stdout
     assert "stop texting" in result.stdout and "1 number opted out" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("by", "blocked"),
+    [("STOP", True), ("twilio:21610", True), ("twilio:STOP", True), ("please stop", False), ("staff", False)],
+)
+def test_an_opt_out_twilio_enforces_is_flagged_so_staff_learn_only_start_lifts_it(
+    engine: Engine, by: str, blocked: bool
+) -> None:
+    """`twilio:STOP` is an opt-out Advanced Opt-Out decided (a custom word such as REMOVE): Twilio
+    refuses texts to the number whatever our record says, like after its own STOP."""
+    with session_scope(engine) as session:
+        consent.record_opt_out(session, PHONE, by=by, at=T0)
+        [row] = list_opt_outs(session)
+
+    assert row.blocked_at_provider is blocked

@@ -14,7 +14,8 @@ from outreach.campaigns import CampaignFile, parse_campaign
 from outreach.config import Settings, get_settings
 from outreach.keywords import normalize, opt_out_request
 from outreach.listen import consent
-from outreach.listen.replies import InboundResult, Kind
+from outreach.listen.classify import Kind
+from outreach.listen.replies import InboundResult
 from outreach.store.models import (
     Activation,
     Campaign,
@@ -25,6 +26,7 @@ from outreach.store.models import (
     MessageKind,
     MessageStatus,
     Patient,
+    PhoneConsent,
 )
 
 PHONE = "+16175550123"
@@ -127,8 +129,11 @@ def reply(
     sid: str | None = None,
     token: str | None = None,
     minutes: int = 5,
+    opt_out_type: str | None = None,
 ) -> InboundResult:
     form = {"MessageSid": sid or f"SM{next(_sids):032x}", "From": phone, "To": "+16175550100", "Body": body}
+    if opt_out_type is not None:
+        form["OptOutType"] = opt_out_type
     return store_reply(
         session,
         inbound_form(form, region=settings.default_region, idempotency_token=token),
@@ -399,6 +404,109 @@ def test_with_advanced_opt_out_twilio_answers_stop_start_and_help_itself(
         "opt_out",
         "opt_in",
         "help",
+    ]
+
+
+# --- Twilio Advanced Opt-Out: OptOutType decides first ----------------------------------------------
+
+
+def opted_out_by(session: Session) -> str | None:
+    return session.scalar(select(PhoneConsent.opted_out_by).where(PhoneConsent.phone == PHONE))
+
+
+@pytest.mark.parametrize(
+    ("body", "by"),
+    [
+        ("REMOVE", "twilio:STOP"),  # a custom word configured in Twilio: ours would hand it off
+        ("Basta", "twilio:STOP"),  # ours call it an opt-out too, but only Twilio's words say it blocks
+        ("stop", "STOP"),  # Twilio's own word: recorded as before
+        ("Unsubscribe.", "UNSUBSCRIBE"),
+    ],
+)
+def test_opt_out_type_stop_records_an_opt_out_whatever_the_word(
+    session: Session, settings: Settings, campaigns: dict[str, CampaignFile], body: str, by: str
+) -> None:
+    enrollment = enroll(session, patient(session, "m1"))
+    message(session, enrollment)
+    message(session, enrollment, step="reminder", status=MessageStatus.queued, sent_at=None)
+
+    result = reply(session, body, settings, campaigns, opt_out_type="STOP")
+
+    assert (result.classification, result.canceled, result.handoff_id) == (Kind.opt_out, 1, None)
+    assert consent.is_opted_out(session, PHONE) and opted_out_by(session) == by
+    session.refresh(enrollment)
+    assert enrollment.replied_at is None and count(session, Activation) == 0
+
+
+def test_without_opt_out_type_a_custom_word_is_only_free_text(
+    session: Session, settings: Settings, campaigns: dict[str, CampaignFile]
+) -> None:
+    """The contrast that makes the test above mean something: REMOVE is no word of ours."""
+    message(session, enroll(session, patient(session, "m1")))
+
+    result = reply(session, "REMOVE", settings, campaigns)
+
+    assert result.classification == Kind.free_text and not consent.is_opted_out(session, PHONE)
+
+
+def test_opt_out_type_start_opts_in_an_opted_out_number_whatever_the_word(
+    session: Session, settings: Settings, campaigns: dict[str, CampaignFile]
+) -> None:
+    enrollment = enroll(session, patient(session, "m1"))
+    message(session, enrollment)
+    consent.record_opt_out(session, PHONE, by="STOP", at=T0)
+
+    result = reply(session, "RESUME", settings, campaigns, opt_out_type="START")
+
+    assert result.classification == Kind.opt_in and not consent.is_opted_out(session, PHONE)
+    by = session.scalar(select(PhoneConsent.opted_in_by).where(PhoneConsent.phone == PHONE))
+    assert by == "twilio:START"
+    session.refresh(enrollment)
+    assert enrollment.outcome is None
+
+
+@pytest.mark.parametrize("advanced", [False, True])
+def test_yes_with_opt_out_type_start_from_a_number_not_opted_out_is_the_campaigns_answer(
+    session: Session, settings: Settings, campaigns: dict[str, CampaignFile], advanced: bool
+) -> None:
+    """Twilio's opt-in family includes YES: as an opt-in, the campaign's YES would never fire."""
+    enrollment = enroll(session, patient(session, "m1"))
+    message(session, enrollment)
+    chosen = settings.model_copy(update={"twilio_advanced_opt_out": advanced})
+
+    result = reply(session, "Yes", chosen, campaigns, opt_out_type="START")
+
+    assert (result.classification, result.outcome, result.activated) == (Kind.keyword, "kit_requested", True)
+    session.refresh(enrollment)
+    assert enrollment.outcome == "kit_requested"
+    [answer] = answers(session)  # the campaign's answer is ours to send, Advanced Opt-Out or not
+    assert answer.body == "Thanks Ana! Your kit is on its way."
+
+
+def test_opt_out_type_help_is_help_and_an_unknown_type_changes_nothing(
+    session: Session, settings: Settings, campaigns: dict[str, CampaignFile]
+) -> None:
+    message(session, enroll(session, patient(session, "m1")))
+
+    help_ = reply(session, "SOPORTE", settings, campaigns, opt_out_type="HELP", minutes=1)
+    unknown = reply(session, "STOP", settings, campaigns, opt_out_type="PAUSE", minutes=2)
+
+    assert help_.classification == Kind.help and help_.reply is not None and "(617) 555-0100" in help_.reply
+    assert help_.handoff_id is None
+    assert unknown.classification == Kind.opt_out and opted_out_by(session) == "STOP"
+
+
+def test_the_webhook_form_reads_opt_out_type_and_empty_is_none(settings: Settings) -> None:
+    base = {"MessageSid": "SM" + "4" * 32, "From": PHONE, "Body": "Remove"}
+
+    def read(**extra: str) -> str | None:
+        return inbound_form({**base, **extra}, region=settings.default_region).opt_out_type
+
+    assert [read(), read(OptOutType=""), read(OptOutType="  "), read(OptOutType=" stop ")] == [
+        None,
+        None,
+        None,
+        "STOP",
     ]
 
 

@@ -18,7 +18,7 @@ from outreach.campaigns import load_campaigns
 from outreach.config import get_settings
 from outreach.errors import UserError
 from outreach.keywords import normalize, opt_out_request
-from outreach.listen.replies import match_rule
+from outreach.listen.classify import match_rule
 from outreach.sandbox import SandboxMessage, SandboxServer
 from outreach.sandbox.patients import (
     PHRASES,

@@ -6,11 +6,12 @@ import datetime as dt
 import itertools
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Engine, event, select, update
 from sqlalchemy.orm import Session
 
 from outreach.listen import consent
 from outreach.listen.status import Outcome, apply_status, reapply_recent, reapply_unmatched
+from outreach.store.db import session_scope
 from outreach.store.models import AuditEntry, Message, MessageKind, MessageStatus
 
 SID = "SM" + "a" * 32
@@ -215,3 +216,127 @@ def test_the_sweeper_applies_early_callbacks_the_sender_did_not_pick_up(session:
     assert reapply_recent(session, since=_at(0)) == 1
     assert reapply_recent(session, since=_at(0)) == 0
     assert _row(session, early).status == "delivered"
+
+
+# --- a callback racing the sender's commit of the SID ----------------------------------------------
+
+
+class _SenderCommit:
+    """The worker's transaction that records the provider SID, committed at one chosen moment of a
+    status callback: just before the first SELECT that follows the callback's first UPDATE.
+
+    On PostgreSQL it is a second real connection that writes the SID before the callback starts and
+    holds it uncommitted, which is exactly the fault run's race. SQLite lets one writer at a time
+    (the callback's UPDATE would wait for the sender's commit, so the race cannot happen there); the
+    sender's write is then made on the callback's own connection at that same moment, so the branch
+    that handles the race is exercised on both databases.
+    """
+
+    def __init__(self, engine: Engine, callback: Connection, message_id: int, **values: object) -> None:
+        self._statement = update(Message).where(Message.id == message_id).values(provider_sid=SID, **values)
+        self._callback = callback
+        self._shared = engine.dialect.name == "sqlite"
+        self._sender = callback if self._shared else engine.connect()
+        self._updated = False
+        self.committed = False
+        if not self._shared:
+            self._sender.begin()
+            self._sender.execute(self._statement)
+        event.listen(callback, "before_cursor_execute", self._before)
+
+    def _before(self, _conn: Connection, _cursor: object, statement: str, *_args: object) -> None:
+        head = statement.lstrip().upper()
+        if head.startswith("UPDATE MESSAGES"):
+            self._updated = True
+        elif head.startswith("SELECT") and self._updated and not self.committed:
+            self.committed = True
+            if self._shared:
+                self._sender.execute(self._statement)
+            else:
+                self._sender.commit()
+
+    def close(self) -> None:
+        event.remove(self._callback, "before_cursor_execute", self._before)
+        if not self._shared:
+            self._sender.close()
+
+
+def _race(
+    engine: Engine, callback_status: str, **sender_values: object
+) -> tuple[Outcome, Message, list[AuditEntry]]:
+    """A message being sent (no SID yet, committed); the sender records the SID with
+    `sender_values` while callback `callback_status` for that SID is being applied."""
+    with session_scope(engine) as session:
+        message_id = _sent_message(session, sid=None)
+        session.execute(
+            update(Message)
+            .where(Message.id == message_id)
+            .values(status=MessageStatus.sending, sent_at=None, provider_status=None)
+        )
+    with session_scope(engine) as session:
+        sender = _SenderCommit(engine, session.connection(), message_id, **sender_values)
+        try:
+            outcome = apply_status(session, SID, callback_status, None, _at(2), to=PHONE)
+        finally:
+            sender.close()
+        assert sender.committed, "the sender's commit never fell between the UPDATE and the SELECT"
+    with session_scope(engine) as session:
+        row = session.get(Message, message_id)
+        assert row is not None
+        kept = list(session.scalars(select(AuditEntry).where(AuditEntry.action == "status_unmatched")))
+        session.expunge_all()
+    return outcome, row, kept
+
+
+@pytest.mark.parametrize(
+    ("callback", "status", "provider_status"),
+    [
+        ("delivered", "delivered", "delivered"),
+        ("sent", "sent", "sent"),
+        ("undelivered", "undelivered", "undelivered"),
+    ],
+)
+def test_a_callback_that_raced_the_senders_commit_is_applied_not_dropped_as_stale(
+    engine: Engine, callback: str, status: str, provider_status: str
+) -> None:
+    """Fault run, reason 1: the UPDATE by SID ran before the sender committed the SID and matched
+    nothing; the SELECT after it found the row and the callback was called stale and lost."""
+    outcome, row, kept = _race(
+        engine,
+        callback,
+        status=MessageStatus.sent,
+        sent_at=_at(1),
+        provider_status="queued",
+        updated_at=_at(1),
+    )
+
+    assert outcome is Outcome.applied
+    assert (row.status, row.provider_status, row.updated_at) == (status, provider_status, _at(2))
+    assert row.sent_at == _at(1)  # the sender's own moment is kept
+    assert kept == []  # applied, so nothing is left for the sweeper to re-apply
+
+
+def test_a_truly_stale_callback_that_meets_the_senders_commit_stays_stale_and_changes_nothing(
+    engine: Engine,
+) -> None:
+    """The sender committed the row already past the callback (here: delivered, as a reconcile
+    found it): the second look must not move it back or touch it."""
+    outcome, row, kept = _race(
+        engine,
+        "sent",
+        status=MessageStatus.delivered,
+        sent_at=_at(1),
+        delivered_at=_at(1),
+        provider_status="delivered",
+        updated_at=_at(1),
+    )
+
+    assert outcome is Outcome.stale
+    assert (row.status, row.provider_status, row.sent_at, row.delivered_at, row.updated_at) == (
+        "delivered",
+        "delivered",
+        _at(1),
+        _at(1),
+        _at(1),
+    )
+    assert kept == []

@@ -19,14 +19,18 @@ from sqlalchemy.orm import Session
 from outreach.errors import UserError
 from outreach.keywords import CARRIER_OPT_OUT
 from outreach.listen import consent
+from outreach.listen.classify import by_twilio
 from outreach.listen.handoffs import iso_utc, staff_name
 from outreach.phones import PhoneError, mask, parse_phone
 from outreach.store.models import AuditEntry, Patient, PhoneConsent
 
 STAFF = "staff"  # opted_out_by / opted_in_by for staff changes, followed by ": reason" when given
-# Twilio's own opt-out keywords: after one of these Twilio refuses our texts (error 21610) until the
-# patient texts START, whatever our database says.
-PROVIDER_BLOCKING = frozenset({word.upper() for word in CARRIER_OPT_OUT} | {"twilio:21610"})
+# Twilio's own opt-out keywords, and an opt-out Twilio's Advanced Opt-Out decided (a custom word such
+# as REMOVE): after one of these Twilio refuses our texts (error 21610) until the patient texts START,
+# whatever our database says.
+PROVIDER_BLOCKING = frozenset(
+    {word.upper() for word in CARRIER_OPT_OUT} | {"twilio:21610", by_twilio("STOP")}
+)
 
 
 class OptOutRefused(UserError):

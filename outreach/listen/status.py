@@ -5,11 +5,19 @@ once, so every update is one conditional UPDATE that only matches rows whose sta
 a late `sent` never overwrites `delivered`, and a replay matches nothing.
 
 A callback can also race ahead of the sender's own commit of the provider SID (Twilio answers the
-create request and fires `queued`/`sent` at once). Such a callback is kept in `audit_log` as
-action `status_unmatched` (subject = the SID, detail = the callback as JSON); the sender calls
+create request and posts the next statuses at once; it posts none for the initial status, so
+nothing here waits for one). Such a callback is kept in `audit_log` as action
+`status_unmatched` (subject = the SID, detail = the callback as JSON); the sender calls
 `reapply_unmatched(session, sid)` right after it commits the SID, and the sweeper calls
 `reapply_recent(session, since=...)` for the callbacks that slipped between the two. Re-applying is
 harmless because updates only move forward, so the entries stay in place as the audit trail.
+
+The sender's commit can also land between the UPDATE that matched nothing and the SELECT that
+tells "no such SID" from "already there" (PostgreSQL reads each statement at its own snapshot).
+The SELECT therefore asks the UPDATE's own condition: a row that has the SID and is still behind
+the callback was committed in between, and the UPDATE runs again instead of calling it stale (a
+fault run lost delivered statuses that way). On SQLite writers take turns, so the sender's commit
+cannot fall in between there.
 """
 
 from __future__ import annotations
@@ -21,7 +29,21 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, Text, Update, bindparam, case, func, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Integer,
+    Select,
+    String,
+    Text,
+    Update,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from outreach.listen import consent
@@ -82,15 +104,22 @@ def apply_status(
     if error_code is not None and error_message is None:
         error_message = ERROR_MESSAGES.get(error_code)
 
+    outcome = Outcome.applied
     phone = _advance(session, sid, status, error_code, error_message, at)
-    if phone is not None:
-        outcome = Outcome.applied
-    elif session.scalar(select(Message.id).where(Message.provider_sid == sid)) is not None:
-        return Outcome.stale
-    else:
-        if not _keep_unmatched(session, sid, status, error_code, error_message, to, at):
+    if phone is None:
+        found = sql.connection(session).execute(_BEHIND[status], {"sid": sid}).first()
+        if found is None:  # no row has the SID (yet): keep the callback for when one does
+            if not _keep_unmatched(session, sid, status, error_code, error_message, to, at):
+                return Outcome.stale
+            outcome, phone = Outcome.unmatched, to
+        elif not found.behind:
             return Outcome.stale
-        outcome, phone = Outcome.unmatched, to
+        else:
+            # The sender committed the SID after the UPDATE looked and before this SELECT did: the
+            # row is there and behind the callback, so the same UPDATE now matches it.
+            phone = _advance(session, sid, status, error_code, error_message, at)
+            if phone is None:  # another callback for the row moved it past this one meanwhile
+                return Outcome.stale
     if error_code in OPT_OUT_CODES and phone:
         consent.record_opt_out(session, phone, by=f"twilio:{error_code}", at=at, actor="twilio")
     log.info("status %s for %s: %s (%s)", status, sid, outcome, mask(phone or ""))
@@ -161,23 +190,38 @@ def _advance(
     return str(phone) if phone is not None else None
 
 
+def _provider_behind(status: str) -> ColumnElement[bool]:
+    """The provider status the row has ranks lower than callback `status` (or it has none)."""
+    lower = [name for name, r in _PROVIDER_RANK.items() if r < _PROVIDER_RANK[status]]
+    return Message.provider_status.is_(None) | sql.in_constants(Message.provider_status, lower)
+
+
+def _status_behind(status: str) -> ColumnElement[bool] | None:
+    """Our status ranks lower than what callback `status` maps to; None when it maps to none."""
+    target, rank = _CALLBACK[status]
+    if target is None:
+        return None
+    return sql.in_constants(Message.status, [s for s, r in RANK.items() if r < rank])
+
+
+def _moves(status: str) -> ColumnElement[bool]:
+    """The condition under which callback `status` changes a row: its UPDATE's WHERE, and what
+    the SELECT after an UPDATE that matched nothing asks (one condition, so they cannot disagree)."""
+    behind = _status_behind(status)
+    return _provider_behind(status) if behind is None else behind | _provider_behind(status)
+
+
 def _advance_statement(status: str) -> Update:
     """The UPDATE for callback `status`, built once: it moves our status forward when the row's
     ranks lower (stamping the moment once), and otherwise refines only what the provider said, and
     only forward (the sender marks `sent` when Twilio accepts, so a `sent` callback usually finds
     our status already there). Both branches are one statement: CASE keeps a column as it was
     where only the provider status moves."""
-    target, rank = _CALLBACK[status]
-    provider_behind = Message.provider_status.is_(None) | sql.in_constants(
-        Message.provider_status, [name for name, r in _PROVIDER_RANK.items() if r < _PROVIDER_RANK[status]]
-    )
+    target, _rank = _CALLBACK[status]
+    behind = _status_behind(status)
     at = bindparam("at", type_=DateTime())
     values: dict[str, Any] = {"provider_status": status, "updated_at": at}
-    if target is None:
-        condition = provider_behind
-    else:
-        behind = sql.in_constants(Message.status, [s for s, r in RANK.items() if r < rank])
-        condition = behind | provider_behind
+    if target is not None and behind is not None:
 
         def forward(column: Any, value: Any) -> Any:
             return case((behind, value), else_=column)
@@ -192,15 +236,15 @@ def _advance_statement(status: str) -> Update:
         if stamp is Message.failed_at:
             values["error_code"] = forward(Message.error_code, bindparam("code", type_=Integer()))
             values["error_message"] = forward(Message.error_message, bindparam("reason", type_=Text()))
-    return (
-        update(Message)
-        .where(Message.provider_sid == bindparam("sid", type_=String()), condition)
-        .values(values)
-        .returning(Message.phone)
-    )
+    return update(Message).where(_BY_SID, _moves(status)).values(values).returning(Message.phone)
 
 
+_BY_SID = Message.provider_sid == bindparam("sid", type_=String())
 _ADVANCE: dict[str, Update] = {status: _advance_statement(status) for status in _CALLBACK}
+# After an UPDATE that matched nothing: is there a row with the SID, and would the callback move it?
+_BEHIND: dict[str, Select[bool]] = {
+    status: select(_moves(status).label("behind")).where(_BY_SID) for status in _CALLBACK
+}
 
 
 def _keep_unmatched(

@@ -99,6 +99,7 @@ _INBOUND_FORM = _form_body(
         "To": _field("our number", "+16175550100"),
         "Body": _field("the text of the reply"),
         "NumMedia": _field("number of media attachments", "0"),
+        "OptOutType": _field("Advanced Opt-Out's keyword family: STOP, START or HELP", "STOP"),
     },
     ["MessageSid", "From"],
 )

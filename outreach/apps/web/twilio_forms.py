@@ -50,6 +50,7 @@ class InboundForm:
     to: str  # To: our number, E.164 when it parses ("" when absent)
     body: str
     idempotency_token: str | None = None  # I-Twilio-Idempotency-Token: the same on Twilio's retries
+    opt_out_type: str | None = None  # OptOutType (Advanced Opt-Out): STOP, START or HELP, upper case
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,10 @@ def inbound_form(
     phone = webhook_number(form.get("From"), region, "From", required=True)
     assert phone is not None
     to = webhook_number(form.get("To"), region, "To", required=False) or ""
-    return InboundForm(sid, phone, to, form.get("Body") or "", idempotency_token)
+    # Absent or empty unless Advanced Opt-Out matched one of its keywords; a value the rules do not
+    # know is passed on and ignored there, so a new one from Twilio never costs a reply.
+    opt_out_type = (form.get("OptOutType") or "").strip().upper()[:16] or None
+    return InboundForm(sid, phone, to, form.get("Body") or "", idempotency_token, opt_out_type)
 
 
 def status_form(form: Mapping[str, str], *, region: str) -> StatusForm:
@@ -113,6 +117,7 @@ def store_reply(
         to=reply.to,
         body=reply.body,
         idempotency_token=reply.idempotency_token,
+        opt_out_type=reply.opt_out_type,
         settings=settings,
         campaigns=campaigns,
         now=now,
