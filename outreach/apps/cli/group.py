@@ -52,7 +52,8 @@ def _failed(message: str, status: int = 2) -> NoReturn:
 def _usage_failed(exc: click.ClickException) -> NoReturn:
     """click's message in our one line: `--port: ...` for a refused value, else the usage problem
     and where to read the command's usage."""
-    if isinstance(exc, click.BadParameter) and exc.param is not None:
+    missing = isinstance(exc, click.MissingParameter)  # a BadParameter too, but with no value
+    if isinstance(exc, click.BadParameter) and not missing and exc.param is not None:
         _failed(f"{_param_name(exc.param)}: {exc.message}")
     if isinstance(exc, click.UsageError) and exc.ctx is not None:
         _failed(f"{exc.format_message().rstrip('.')}; see `{exc.ctx.command_path} --help`")
