@@ -44,7 +44,7 @@ def campaigns_validate(paths: tuple[str, ...], verbose: bool) -> None:
         if verbose or not problem.acknowledged:
             style = "red" if problem.severity == "error" else "dim" if problem.acknowledged else "yellow"
             out.print(Text(str(problem), style=style), soft_wrap=True)
-    _validate_summary(len(files), problems)
+    _validate_summary(len(files), problems, verbose)
 
 
 def _campaign_files(paths: tuple[str, ...]) -> list[Path]:
@@ -62,13 +62,13 @@ def _campaign_files(paths: tuple[str, ...]) -> list[Path]:
     return files
 
 
-def _validate_summary(files: int, problems: list[CampaignProblem]) -> None:
+def _validate_summary(files: int, problems: list[CampaignProblem], verbose: bool) -> None:
     errors = sum(p.severity == "error" for p in problems)
     acknowledged = sum(p.acknowledged for p in problems)
     warnings = len(problems) - errors - acknowledged
     summary = f"{count(files, 'file')} checked: {count(errors, 'error')}, {count(warnings, 'warning')}"
     if acknowledged:
-        summary += f" ({acknowledged} acknowledged; --verbose lists them)"
+        summary += f" ({acknowledged} acknowledged{'' if verbose else '; --verbose lists them'})"
     say(summary, "bold red" if errors else "yellow" if warnings else "green")
     if errors:
         raise click.exceptions.Exit(1)
