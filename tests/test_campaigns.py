@@ -720,9 +720,18 @@ def test_render_refuses_anything_but_the_whitelist(template: str) -> None:
 
 
 def test_cli_validate_shipped_campaigns() -> None:
+    """A clean checkout validates clean: the 3-segment Spanish invites are acknowledged."""
     result = CliRunner().invoke(main, ["campaigns", "validate"])
     assert result.exit_code == 0, result.output
-    assert result.output.strip().splitlines()[-1] == "4 files checked: 0 errors, 4 warnings"
+    assert result.output.strip().splitlines() == [
+        "4 files checked: 0 errors, 0 warnings (4 acknowledged; --verbose lists them)"
+    ]
+    verbose = CliRunner().invoke(main, ["campaigns", "validate", "--verbose"])
+    lines = verbose.output.strip().splitlines()
+    assert [line.split(": ")[1:3] for line in lines[:-1]] == [
+        ["steps[0].text.es", "warning (acknowledged)"] for _ in SHIPPED
+    ]
+    assert lines[-1] == "4 files checked: 0 errors, 0 warnings (4 acknowledged)"
 
 
 def test_cli_validate_reports_errors_and_exits_1(tmp_path: Path) -> None:
@@ -808,3 +817,119 @@ def test_send_window_with_no_time_inside_the_legal_hours_is_an_error(tmp_path: P
     _, problems = validate_files([path], settings=get_settings())
     errors = [p for p in problems if p.severity == "error"]
     assert [(p.field, "no time inside 08:00-21:00" in p.message) for p in errors] == [("send_window", True)]
+
+
+# --- acknowledged warnings ---------------------------------------------------------------------
+
+
+def _long_spanish_invite() -> dict[str, Any]:
+    data = variant()
+    data["steps"][0]["text"]["es"] = "Información " + "x" * 150 + " Responda STOP."
+    return data
+
+
+def test_an_acknowledged_warning_is_kept_but_marked(tmp_path: Path) -> None:
+    data = _long_spanish_invite()
+    data["acknowledge"] = [{"field": "steps[0].text.es", "warning": "segments"}]
+    campaigns, problems = validate_files([write(tmp_path, data)], settings=get_settings())
+    [problem] = problems
+    assert (problem.field, problem.severity, problem.acknowledged) == ("steps[0].text.es", "warning", True)
+    assert str(problem).startswith("test-campaign.yaml: steps[0].text.es: warning (acknowledged): about 3")
+    assert campaigns["test-campaign"].acknowledge[0].warning == "segments"
+
+
+@pytest.mark.parametrize(
+    "acknowledgement",
+    [
+        {"field": "steps[1].text.es", "warning": "segments"},  # another field
+        {"field": "steps[0].text.es", "warning": "opt_out"},  # another warning
+    ],
+)
+def test_an_acknowledgement_covers_only_its_field_and_warning(
+    tmp_path: Path, acknowledgement: dict[str, str]
+) -> None:
+    data = _long_spanish_invite()
+    data["acknowledge"] = [acknowledgement]
+    [problem] = check(tmp_path, data)
+    assert problem.severity == "warning" and not problem.acknowledged
+
+
+def test_an_unknown_warning_name_is_an_error_that_lists_the_names(tmp_path: Path) -> None:
+    data = variant(acknowledge=[{"field": "steps[0].text.es", "warning": "segment"}])
+    problem = only_error(check(tmp_path, data))
+    assert problem.field == "acknowledge[0].warning"
+    assert (
+        problem.message
+        == '"segment" is not allowed here; did you mean segments? use segments or opt_out or quiet_hours'
+    )
+
+
+def test_cli_validate_hides_acknowledged_warnings_unless_verbose(tmp_path: Path) -> None:
+    data = _long_spanish_invite()
+    data["acknowledge"] = [{"field": "steps[0].text.es", "warning": "segments"}]
+    data["steps"][0]["text"]["en"] = "Hi"  # no STOP: a warning nobody acknowledged
+    path = write(tmp_path, data)
+    quiet = CliRunner().invoke(main, ["campaigns", "validate", str(path)])
+    assert quiet.exit_code == 0, quiet.output
+    assert quiet.output.strip().splitlines() == [
+        "test-campaign.yaml: steps[0].text.en: warning: the first message has no opt-out instructions; "
+        'add "Reply STOP to opt out." (carriers expect them in the first message, keeping the word STOP '
+        "in every language)",
+        "1 file checked: 0 errors, 1 warning (1 acknowledged; --verbose lists them)",
+    ]
+    verbose = CliRunner().invoke(main, ["campaigns", "validate", "-v", str(path)])
+    assert "steps[0].text.es: warning (acknowledged): about 3 segments" in verbose.output
+
+
+# --- files no campaign could be ------------------------------------------------------------------
+
+
+def _alias_bomb(levels: int = 12) -> str:
+    """Each level lists the one before it nine times: 9**12 values from 12 short lines."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_fails_fast_as_one_problem(tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb())
+    began = time.perf_counter()
+    result = CliRunner().invoke(main, ["campaigns", "validate", str(path)])
+    assert time.perf_counter() - began < 1.0
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[0] == (
+        "bomb.yaml: (file): too many YAML aliases (99, standing for over 20000 values); "
+        "campaign files need none, write the values out"
+    )
+
+
+def test_many_aliases_are_refused_while_parsing(tmp_path: Path) -> None:
+    text = "x: &x 1\nys: [" + ", ".join(["*x"] * 150) + "]\n"
+    [problem] = _problems(tmp_path, text)
+    assert problem.message == "too many YAML aliases (over 100); campaign files need none"
+
+
+def _problems(directory: Path, text: str) -> list[CampaignProblem]:
+    path = directory / "test-campaign.yaml"
+    path.write_text(text)
+    return validate_files([path], settings=get_settings())[1]
+
+
+def test_a_file_over_a_megabyte_is_not_read(tmp_path: Path) -> None:
+    [problem] = _problems(tmp_path, "# " + "x" * 1_000_000 + "\n")
+    assert problem.message == "is over 1 MB; a campaign file is a few kB, check the path"
+
+
+def test_deep_nesting_is_one_problem_not_a_crash(tmp_path: Path) -> None:
+    [problem] = _problems(tmp_path, "a: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    assert problem.message.startswith("is nested too deeply to be a campaign file")
+
+
+def test_the_loader_of_tick_and_web_refuses_the_bomb_too(tmp_path: Path) -> None:
+    """load_campaigns (tick, web, the workers' runtime) reads through the same checks."""
+    (tmp_path / "bomb.yaml").write_text(_alias_bomb())
+    with pytest.raises(UserError, match=r"bomb\.yaml: \(file\): too many YAML aliases"):
+        load_campaigns(tmp_path, settings=get_settings())

@@ -294,7 +294,8 @@ def test_bad_reply_files_are_one_clear_error(tmp_path: Path, content: str | None
 
 
 def test_the_sandbox_command_rejects_a_bad_replies_file_in_one_line(tmp_path: Path) -> None:
-    result = CliRunner().invoke(main, ["sandbox", "--port", "0", "--replies", str(tmp_path / "nope.json")])
+    # The file is read before the server binds, so the port is never opened.
+    result = CliRunner().invoke(main, ["sandbox", "--port", "8765", "--replies", str(tmp_path / "nope.json")])
     assert result.exit_code == 2
     assert "--replies" in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) == 1

@@ -17,11 +17,14 @@ default should.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
+import click
 from celery import Celery
 
 from outreach.config import get_settings
+from outreach.errors import UserError
 
 # The tasks live in workers/tasks.py under explicit names (outreach.send_messages, outreach.tick,
 # outreach.sweep); `include` makes every worker import that module when it starts.
@@ -66,9 +69,23 @@ app.conf.update(
 )
 
 
+class SettingError(UserError, click.ClickException):
+    """A malformed setting met while Celery configures itself. Still a UserError for whoever
+    needed the configuration; and, as a click error, `celery -A workers worker|beat` (a click
+    program) prints it as one line and exits 2 instead of a traceback (DESIGN.md §4)."""
+
+    exit_code = 2
+
+    def show(self, file: Any = None) -> None:
+        print(f"error: {self.message}", file=file or sys.stderr)
+
+
 def _from_settings() -> dict[str, Any]:
     """The settings-dependent options, read when Celery first needs its configuration."""
-    return {"broker_url": get_settings().broker_url}
+    try:
+        return {"broker_url": get_settings().broker_url}
+    except UserError as exc:
+        raise SettingError(str(exc)) from None
 
 
 app.add_defaults(_from_settings)

@@ -22,16 +22,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine, select
 
 import outreach
+from outreach.apps.demo_figures import Figures, count_figures
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings
 from outreach.errors import UserError
@@ -40,16 +42,7 @@ from outreach.sandbox import SandboxConfig, SandboxServer
 from outreach.sandbox.patients import PatientsConfig, SimulatedPatients
 from outreach.send.dispatch import Dispatch
 from outreach.store.db import session_scope
-from outreach.store.models import (
-    Enrollment,
-    Handoff,
-    InboundMessage,
-    Message,
-    MessageKind,
-    MessageStatus,
-    Patient,
-    PhoneConsent,
-)
+from outreach.store.models import Message, MessageStatus
 
 START = dt.datetime(2026, 11, 23, 12, 0)  # naive UTC: Monday 07:00 in New York, the sample's day
 STEP = dt.timedelta(hours=1)
@@ -85,70 +78,6 @@ class DemoClock:
     def set(self, when: dt.datetime) -> None:
         with self._lock:
             self._now = when
-
-
-@dataclass(frozen=True)
-class Figures:
-    """The live line and the closing summary, counted from the database.
-
-    Message figures are campaign texts (kind `outreach`), not answers to replies: `planned` is every
-    outbox row in any status, `sent` those the provider accepted (they have a sid), `delivered`
-    those in status delivered. `replies` are inbound messages, `opted out` numbers whose latest
-    consent change is an opt-out, `hand-offs` every hand-off, `answers` texts sent back to replies.
-    """
-
-    patients: int
-    enrolled: int
-    planned: int
-    sent: int
-    delivered: int
-    replies: int
-    opted_out: int
-    handoffs: int
-    answers: int
-
-    def line(self) -> str:
-        return self._join([f.name for f in fields(self)])
-
-    def live(self) -> str:
-        """The progress bar's short form."""
-        return self._join(["planned", "sent", "delivered", "replies", "opted_out", "handoffs"])
-
-    def _join(self, names: list[str]) -> str:
-        labels = {"opted_out": "opted out", "handoffs": "hand-offs"}
-        return ", ".join(f"{labels.get(name, name)} {getattr(self, name)}" for name in names)
-
-
-def count_figures(engine: Engine) -> Figures:
-    outreach_rows = select(func.count()).select_from(Message).where(Message.kind == MessageKind.outreach)
-    with session_scope(engine) as s:
-
-        def count(statement: object) -> int:
-            return int(s.scalar(statement) or 0)  # type: ignore[call-overload]
-
-        return Figures(
-            patients=count(select(func.count()).select_from(Patient)),
-            enrolled=count(select(func.count()).select_from(Enrollment)),
-            planned=count(outreach_rows),
-            sent=count(outreach_rows.where(Message.provider_sid.is_not(None))),
-            delivered=count(outreach_rows.where(Message.status == MessageStatus.delivered)),
-            replies=count(select(func.count()).select_from(InboundMessage)),
-            opted_out=count(
-                select(func.count())
-                .select_from(PhoneConsent)
-                .where(
-                    PhoneConsent.opted_out_at.is_not(None),
-                    or_(
-                        PhoneConsent.opted_in_at.is_(None),
-                        PhoneConsent.opted_in_at < PhoneConsent.opted_out_at,
-                    ),
-                )
-            ),
-            handoffs=count(select(func.count()).select_from(Handoff)),
-            answers=count(
-                select(func.count()).select_from(Message).where(Message.kind == MessageKind.answer)
-            ),
-        )
 
 
 @dataclass(frozen=True)
@@ -213,8 +142,35 @@ def run_demo(
         database = directory / "outreach.db"
         if database.exists():
             raise UserError(f"{database} already exists; give --keep an empty or new directory")
+        where = f"database {database}" if keep is not None else "a temporary database (--keep DIR keeps it)"
+        console.print(f"[bold]outreach demo[/bold]: {escape(where)}", soft_wrap=True, highlight=False)
         return _run(stack, root, database, days=days, seed=seed, console=console, start=start, step=step)
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow exceptions
+
+
+@dataclass
+class _World:
+    """What the demo runs: the clock everything reads, the simulated patients, the sandbox, the
+    database and the loaded campaigns, and the worker's dispatch once it runs."""
+
+    clock: DemoClock
+    patients: SimulatedPatients
+    sandbox: SandboxServer
+    settings: Settings
+    engine: Engine
+    campaigns: dict[str, CampaignFile]
+    dispatch: Dispatch | None = None
+
+    def settled(self) -> bool:
+        return _settled(self.engine, self.sandbox, self.patients)
+
+    def sweep(self) -> None:
+        """The beat's sweeper pass: it also applies status callbacks that beat the sender's commit."""
+        from outreach.runtime import get_runtime
+        from outreach.send import sweeper
+
+        provider = get_runtime().provider
+        sweeper.sweep(self.engine, provider=provider, dispatch=self.dispatch, now=self.clock())
 
 
 def _run(
@@ -228,15 +184,42 @@ def _run(
     start: dt.datetime,
     step: dt.timedelta,
 ) -> DemoResult:
+    began = time.monotonic()
+    web_socket = stack.enter_context(_loopback_socket())
+    world = _start(stack, root, database, web_socket, seed=seed, start=start, console=console)
+    world.dispatch = stack.enter_context(_embedded_worker(world.clock))
+    stack.enter_context(
+        _web(web_socket, world.settings, world.engine, world.campaigns, world.dispatch, world.clock)
+    )
+    end = start + int(dt.timedelta(days=days) / step) * step
+    unsettled = _simulate(world, start, end, step, console)
+    return DemoResult(
+        database=database,
+        start=start,
+        end=end,
+        figures=count_figures(world.engine),
+        report=funnel(world.engine, campaigns=world.campaigns, on=_local(end).date()),
+        unsettled=unsettled,
+        seconds=time.monotonic() - began,
+    )
+
+
+def _start(
+    stack: ExitStack,
+    root: Path,
+    database: Path,
+    web_socket: socket.socket,
+    *,
+    seed: int,
+    start: dt.datetime,
+    console: Console,
+) -> _World:
+    """The sandbox and the settings pointing at it, a migrated database with the samples loaded."""
     from outreach.campaigns import load_campaigns
     from outreach.config import get_settings
-    from outreach.ingest import roster
     from outreach.store.db import engine_for, upgrade
 
-    began = time.monotonic()
-    clock = DemoClock(start)
     patients = SimulatedPatients(PatientsConfig(seed=seed, delay_s=(0.02, 0.2)))
-    web_socket = stack.enter_context(_loopback_socket())
     public_url = f"http://127.0.0.1:{web_socket.getsockname()[1]}"
     sandbox = SandboxServer(
         DEMO_ACCOUNT_SID,
@@ -248,60 +231,62 @@ def _run(
     )
     stack.enter_context(sandbox)
     url = f"sqlite:///{database}"
-    stack.enter_context(
-        _environment(
-            {
-                "OUTREACH_DATABASE_URL": url,
-                "OUTREACH_CAMPAIGNS_DIR": str(root / "campaigns"),
-                "OUTREACH_BROKER_URL": "memory://",
-                "TWILIO_ACCOUNT_SID": DEMO_ACCOUNT_SID,
-                "TWILIO_AUTH_TOKEN": DEMO_AUTH_TOKEN,
-                "TWILIO_FROM_NUMBER": DEMO_FROM,
-                "TWILIO_MESSAGING_SERVICE_SID": "",
-                "OUTREACH_TWILIO_API_URL": sandbox.url,
-                "OUTREACH_PUBLIC_URL": public_url,
-                "OUTREACH_SEND_RATE": "1000",  # the sandbox has no carrier to protect
-                "OUTREACH_DEFAULT_REGION": "US",
-                "OUTREACH_DEFAULT_TIMEZONE": ZONE,
-                "OUTREACH_CLINIC_NAME": DEMO_CLINIC[0],
-                "OUTREACH_CLINIC_PHONE": DEMO_CLINIC[1],
-                "OUTREACH_DAILY_CAP": "1",
-                "OUTREACH_WEEKLY_CAP": "3",
-                "OUTREACH_TWILIO_ADVANCED_OPT_OUT": "false",
-            }
-        )
-    )
+    stack.enter_context(_environment(_demo_settings(url, root, sandbox.url, public_url)))
     settings = get_settings()
     engine = engine_for(url)
     stack.callback(engine.dispose)
-    console.print(f"[bold]outreach demo[/bold]: database {database}", soft_wrap=True, highlight=False)
     upgrade(engine)
-    today = _local(start).date()
+    _load_samples(engine, root, settings, console, today=_local(start).date())
+    campaigns = load_campaigns(root / "campaigns", settings=settings)
+    console.print(f"  campaigns: {', '.join(campaigns)}", soft_wrap=True, highlight=False)
+    return _World(DemoClock(start), patients, sandbox, settings, engine, campaigns)
+
+
+def _demo_settings(url: str, root: Path, sandbox_url: str, public_url: str) -> dict[str, str]:
+    """The demo's whole configuration, as the environment variables an operator would set."""
+    return {
+        "OUTREACH_DATABASE_URL": url,
+        "OUTREACH_CAMPAIGNS_DIR": str(root / "campaigns"),
+        "OUTREACH_BROKER_URL": "memory://",
+        "TWILIO_ACCOUNT_SID": DEMO_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": DEMO_AUTH_TOKEN,
+        "TWILIO_FROM_NUMBER": DEMO_FROM,
+        "TWILIO_MESSAGING_SERVICE_SID": "",
+        "OUTREACH_TWILIO_API_URL": sandbox_url,
+        "OUTREACH_PUBLIC_URL": public_url,
+        "OUTREACH_SEND_RATE": "1000",  # the sandbox has no carrier to protect
+        "OUTREACH_DEFAULT_REGION": "US",
+        "OUTREACH_DEFAULT_TIMEZONE": ZONE,
+        "OUTREACH_CLINIC_NAME": DEMO_CLINIC[0],
+        "OUTREACH_CLINIC_PHONE": DEMO_CLINIC[1],
+        "OUTREACH_DAILY_CAP": "1",
+        "OUTREACH_WEEKLY_CAP": "3",
+        "OUTREACH_TWILIO_ADVANCED_OPT_OUT": "false",
+    }
+
+
+def _load_samples(
+    engine: Engine, root: Path, settings: Settings, console: Console, *, today: dt.date
+) -> None:
+    from outreach.ingest import roster
+
     for path, load in (
         (root / "samples" / "roster.csv", roster.import_patients),
         (root / "samples" / "events.csv", roster.import_events),
     ):
         result = load(engine, path, settings=settings, today=today)
         console.print(f"  imported {path.name}: {result.accepted} rows", soft_wrap=True, highlight=False)
-    campaigns = load_campaigns(root / "campaigns", settings=settings)
-    console.print(f"  campaigns: {', '.join(campaigns)}", soft_wrap=True, highlight=False)
 
-    dispatch = stack.enter_context(_embedded_worker(clock))
-    stack.enter_context(_web(web_socket, settings, engine, campaigns, dispatch, clock))
 
+def _simulate(
+    world: _World, start: dt.datetime, end: dt.datetime, step: dt.timedelta, console: Console
+) -> int:
+    """Move the clock an hour at a time from `start` to `end`, running the scheduler and the
+    sweeper at each hour and waiting for what they set off; returns the hours that did not settle."""
     from outreach.plan import scheduler
-    from outreach.runtime import get_runtime
-    from outreach.send import sweeper
 
-    provider = get_runtime().provider
-
-    def sweep() -> None:
-        """The beat's sweeper pass: it also applies status callbacks that beat the sender's commit."""
-        sweeper.sweep(engine, provider=provider, dispatch=dispatch, now=clock())
-
-    steps = int(dt.timedelta(days=days) / step)
+    steps = int((end - start) / step)
     unsettled = 0
-    end = start + steps * step
     with Progress(
         TextColumn("[bold]{task.fields[when]}"),
         BarColumn(bar_width=24),
@@ -311,24 +296,16 @@ def _run(
         task = progress.add_task("days", total=steps, when=_label(start), figures="")
         for index in range(steps):
             now = start + index * step
-            clock.set(now)
-            scheduler.tick(engine, campaigns, settings=settings, now=now, dispatch=dispatch)
-            sweep()
-            if not _wait(lambda: _settled(engine, sandbox, patients), sweep):
-                unsettled += 1
-            progress.update(task, advance=1, when=_label(now + step), figures=count_figures(engine).live())
-    clock.set(end)
-    if not _wait(lambda: _settled(engine, sandbox, patients), sweep):
-        unsettled += 1
-    return DemoResult(
-        database=database,
-        start=start,
-        end=end,
-        figures=count_figures(engine),
-        report=funnel(engine, campaigns=campaigns, on=_local(end).date()),
-        unsettled=unsettled,
-        seconds=time.monotonic() - began,
-    )
+            world.clock.set(now)
+            scheduler.tick(
+                world.engine, world.campaigns, settings=world.settings, now=now, dispatch=world.dispatch
+            )
+            world.sweep()
+            unsettled += not _wait(world.settled, world.sweep)
+            live = count_figures(world.engine).live()
+            progress.update(task, advance=1, when=_label(now + step), figures=live)
+    world.clock.set(end)
+    return unsettled + (not _wait(world.settled, world.sweep))
 
 
 def _local(when: dt.datetime) -> dt.datetime:

@@ -1,7 +1,9 @@
 """The funnel as terminal tables (`outreach report`, `outreach demo`).
 
 outcomes/funnel.py counts; this module only draws what it counted, so the engine needs no
-terminal library and the figures reach scripts (`--json`) and people (rich tables) alike.
+terminal library and the figures reach scripts (`--json`) and people (rich tables) alike. On a
+terminal the tables are rich tables whose first column (steps, campaigns) is never folded;
+piped or redirected, the same rows come as plain aligned lines (outreach/apps/tables.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from outreach.apps.tables import Column, print_rows
 from outreach.outcomes.funnel import Figures, FunnelReport, Summary
 
 # Two tables per campaign (delivery, then engagement) so each fits a common terminal width.
@@ -81,8 +84,12 @@ def print_report(report: FunnelReport, console: Console) -> None:
 
 
 def _tables(console: Console, first: str, sections: list[Section]) -> None:
-    delivery = _table(first, [header for _, header in _DELIVERY])
-    engagement = _table(first, [header for _, header in (*_ENGAGEMENT, *_RATES)])
+    if not console.is_terminal:
+        _plain(console, first, sections)
+        return
+    widest = max((len(label) for section in sections for label, _, _ in section), default=0)
+    delivery = _table(first, [header for _, header in _DELIVERY], widest)
+    engagement = _table(first, [header for _, header in (*_ENGAGEMENT, *_RATES)], widest)
     for section in (s for s in sections if s):
         for label, figures, bold in section:
             style = "bold" if bold else None
@@ -96,9 +103,29 @@ def _tables(console: Console, first: str, sections: list[Section]) -> None:
     console.print(engagement)
 
 
-def _table(first: str, headers: list[str]) -> Table:
+def _plain(console: Console, first: str, sections: list[Section]) -> None:
+    """The same two tables as plain aligned rows (tables.py), for a pipe or a file."""
+    rows = [row for section in sections for row in section]
+    for names in (_DELIVERY, (*_ENGAGEMENT, *_RATES)):
+        columns = [Column(first, key=True), *(Column(header, right=True) for _, header in names)]
+        cells = [[label, *_cells(figures, names)] for label, figures, _ in rows]
+        print_rows(columns, cells, console=console)
+        console.print()
+
+
+def _cells(figures: Figures, names: Iterable[tuple[str, str]]) -> list[str]:
+    rates = dict(_RATES)
+    return [
+        _pct(figures.pct(getattr(figures, name))) if header in rates.values() else str(getattr(figures, name))
+        for name, header in names
+    ]
+
+
+def _table(first: str, headers: list[str], widest: int) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1))
-    table.add_column(first, overflow="fold")  # ids give way before numbers and headers do
+    # Step names and campaign ids stay whole (a step is what `campaigns list` calls it); on a
+    # narrow terminal the table is wider than the window rather than fold an id in two.
+    table.add_column(first, no_wrap=True, min_width=max(widest, len(first)))
     for header in headers:
         table.add_column(header, justify="right", min_width=len(header))
     return table

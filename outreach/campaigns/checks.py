@@ -3,7 +3,8 @@
 They run on the data as read, not on the validated model, so they still report when other
 fields fail: a care team sees every problem of a file in one run. Each yields
 `(field path, "problem; fix")`; `errors` make the file invalid, `warnings` do not (they flag
-cost and carrier expectations, which the care team may accept).
+cost and carrier expectations, which the care team may accept). A warning also names its kind
+(`WarningKind`), which is how a file's `acknowledge` list accepts it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_core import PydanticCustomError
 
 from outreach.campaigns.dates import time_of_day
-from outreach.campaigns.schema import QUIET_AFTER, QUIET_BEFORE, is_campaign_id
+from outreach.campaigns.schema import QUIET_AFTER, QUIET_BEFORE, WarningKind, is_campaign_id
 from outreach.campaigns.texts import (
     has_opt_out_instructions,
     is_language_code,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from outreach.config import Settings
 
 Found = Iterator[tuple[str, str]]
+Warned = Iterator[tuple[str, WarningKind, str]]
 
 
 def errors(raw: dict[str, Any], stem: str | None) -> Found:
@@ -38,12 +40,22 @@ def errors(raw: dict[str, Any], stem: str | None) -> Found:
     yield from _unique_keywords(raw)
 
 
-def warnings(raw: dict[str, Any], settings: Settings) -> Found:
+def warnings(raw: dict[str, Any], settings: Settings) -> Warned:
     """Costly texts (estimated with the clinic's `settings`), a first message without STOP, and a
-    send window reaching into the hours texts are never sent."""
-    yield from _segment_costs(raw, settings)
-    yield from _opt_out_instructions(raw)
-    yield from _quiet_hours(raw)
+    send window reaching into the hours texts are never sent: `(field, kind, "problem; fix")`."""
+    yield from ((field, "segments", message) for field, message in _segment_costs(raw, settings))
+    yield from ((field, "opt_out", message) for field, message in _opt_out_instructions(raw))
+    yield from ((field, "quiet_hours", message) for field, message in _quiet_hours(raw))
+
+
+def acknowledged(raw: dict[str, Any]) -> set[tuple[str, str]]:
+    """(field, warning kind) of every well-formed entry of the file's `acknowledge` list (the
+    schema reports malformed ones)."""
+    return {
+        (entry["field"], entry["warning"])
+        for _, entry in _items(raw, "acknowledge")
+        if isinstance(entry.get("field"), str) and isinstance(entry.get("warning"), str)
+    }
 
 
 def _items(raw: dict[str, Any], key: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -4,6 +4,13 @@ YAML is read with YAML 1.2 scalars: YAML 1.1 would silently turn a NO keyword in
 09:00 into 540 and 2026-02-30 into a crash. Duplicate keys are errors rather than the last one
 silently winning. Every problem of every file is reported in one run, each with its line, so a
 care team fixes a file in one pass; nothing runs on half a protocol.
+
+Campaign files are small and need no YAML aliases, but a few nested aliases (`b: [*a, *a]`,
+`c: [*b, *b]`, ...) stand for billions of values, which every later step (line numbers, the
+schema, the checks) would walk: one such file made `campaigns validate` run for minutes and take
+gigabytes, and `tick` and `web` load the same files. So a file over MAX_FILE_BYTES is refused
+unread, and a document whose aliases would expand it beyond MAX_VALUES values is refused right
+after parsing, before anything walks it.
 """
 
 from __future__ import annotations
@@ -27,6 +34,10 @@ from outreach.errors import UserError
 
 if TYPE_CHECKING:
     from outreach.config import Settings
+
+MAX_FILE_BYTES = 1_000_000  # the shipped files are about 4 kB
+MAX_VALUES = 20_000  # scalars, lists and mappings once aliases are expanded (shipped: about 300)
+MAX_ALIASES = 100
 
 # (file, mtime in ns, size) of every campaign file in a directory; see `directory_stamp`.
 DirectoryStamp = frozenset[tuple[Path, int, int]]
@@ -96,12 +107,9 @@ def validate_files(
     problems: list[CampaignProblem] = []
     for path in paths:
         shown = _display(path)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            problems.append(
-                CampaignProblem(shown, "(file)", f"cannot read it ({exc.strerror}); check the path")
-            )
+        data = _read_bytes(path, shown)
+        if isinstance(data, CampaignProblem):
+            problems.append(data)
             continue
         campaign, found = _check(data, shown, path.stem, settings)
         problems.extend(found)
@@ -129,6 +137,22 @@ def parse_campaign(text: str, *, path: str = "<text>", settings: Settings) -> Ca
     return campaign
 
 
+def _read_bytes(path: Path, shown: str) -> bytes | CampaignProblem:
+    """The file's bytes, at most MAX_FILE_BYTES of them (a bigger file is not a campaign)."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return CampaignProblem(shown, "(file)", f"cannot read it ({exc.strerror}); check the path")
+    if len(data) > MAX_FILE_BYTES:
+        return CampaignProblem(
+            shown,
+            "(file)",
+            f"is over {MAX_FILE_BYTES // 1_000_000} MB; a campaign file is a few kB, check the path",
+        )
+    return data
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -144,9 +168,22 @@ def _display(path: Path) -> str:
 # --- checking one file ------------------------------------------------------------------------
 
 
+class _TooBig(Exception):
+    """The document's aliases stand for more than a campaign file can hold (see the docstring)."""
+
+
 class _Loader(yaml.SafeLoader):
-    """YAML 1.2 scalars (only true/false are booleans; no sexagesimal numbers, no implicit dates)
-    and duplicate keys are errors instead of the last one silently winning."""
+    """YAML 1.2 scalars (only true/false are booleans; no sexagesimal numbers, no implicit dates),
+    duplicate keys are errors instead of the last one silently winning, and aliases are counted."""
+
+    aliases = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_ALIASES:
+                raise _TooBig(f"too many YAML aliases (over {MAX_ALIASES}); campaign files need none")
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -193,8 +230,10 @@ def _check(
     except ValidationError as exc:
         problems = schema_problems(exc, shown)
     problems.extend(CampaignProblem(shown, field, message) for field, message in checks.errors(raw, stem))
+    accepted = checks.acknowledged(raw)
     problems.extend(
-        CampaignProblem(shown, field, message, "warning") for field, message in checks.warnings(raw, settings)
+        CampaignProblem(shown, field, message, "warning", acknowledged=(field, kind) in accepted)
+        for field, kind, message in checks.warnings(raw, settings)
     )
     lines = _field_lines(node)
     problems = sorted(
@@ -218,11 +257,17 @@ def _read(data: bytes, shown: str) -> tuple[yaml.Node, dict[str, Any]] | Campaig
         loader = _Loader(data.decode("utf-8-sig"))
         try:
             node = loader.get_single_node()
+            if node is not None:
+                _check_size(node, loader.aliases)
             raw = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
     except UnicodeDecodeError:
         return unreadable("is not UTF-8 text; save it as UTF-8")
+    except _TooBig as exc:
+        return unreadable(str(exc))
+    except RecursionError:
+        return unreadable("is nested too deeply to be a campaign file; check its brackets and indentation")
     except yaml.MarkedYAMLError as exc:
         return _syntax_problem(shown, exc)
     except yaml.YAMLError as exc:
@@ -233,6 +278,28 @@ def _read(data: bytes, shown: str) -> tuple[yaml.Node, dict[str, Any]] | Campaig
         got = what(raw)
         return unreadable(f"expected keys such as id, name and steps, got {got}; write key: value lines")
     return node, raw
+
+
+def _check_size(root: yaml.Node, aliases: int) -> None:
+    """Refuse a document whose aliases expand it past MAX_VALUES values, counting each shared
+    node once per use, without expanding anything (sizes are memoized per node)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) not in sizes:
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                children = [part for pair in node.value for part in pair]
+            sizes[id(node)] = 1 + sum(size(child) for child in children)
+        return sizes[id(node)]
+
+    if aliases and size(root) > MAX_VALUES:
+        raise _TooBig(
+            f"too many YAML aliases ({aliases}, standing for over {MAX_VALUES} values); "
+            "campaign files need none, write the values out"
+        )
 
 
 def _field_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:

@@ -29,9 +29,16 @@ class CampaignProblem:
     message: str  # "problem; fix"
     severity: Severity = "error"
     line: int | None = None  # where in the file, when known (problems are sorted by it)
+    acknowledged: bool = False  # a warning the file's `acknowledge` list accepts
 
     def __str__(self) -> str:
-        tag = "warning: " if self.severity == "warning" else ""
+        tag = (
+            "warning (acknowledged): "
+            if self.acknowledged
+            else "warning: "
+            if self.severity == "warning"
+            else ""
+        )
         return f"{self.path}: {self.field}: {tag}{self.message}"
 
 
@@ -86,6 +93,8 @@ _EXAMPLES = {
     "event": "event: one of " + ", ".join(EVENT_KINDS),
     "keywords": "keywords: [YES, SI]",
     "outcome": "outcome: such as kit_requested",
+    "field": "field: as `outreach campaigns validate` prints it, such as steps[0].text.es",
+    "warning": "warning: segments, opt_out or quiet_hours",
 }
 
 

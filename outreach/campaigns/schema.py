@@ -42,6 +42,9 @@ EVENT_KINDS = (
 # Sends outside these local hours are always held back (DESIGN.md §7.3), whatever a file says.
 QUIET_BEFORE, QUIET_AFTER = dt.time(8, 0), dt.time(21, 0)
 
+# The warnings `checks.warnings` gives, by the name a file's `acknowledge` list uses for them.
+WarningKind = Literal["segments", "opt_out", "quiet_hours"]
+
 _ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 _STEP_ID = re.compile(r"^[a-z0-9]+([-_][a-z0-9]+)*$")
 _OUTCOME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -215,6 +218,15 @@ class ReplyRule(_Strict):
     answer: Texts | None = None
 
 
+class Acknowledgement(_Strict):
+    """A warning the care team has weighed and accepts, so validation stops repeating it (a
+    3-segment Spanish invite kept whole on purpose): the field the warning is about, exactly as
+    `outreach campaigns validate` prints it, and which warning. `--verbose` still lists it."""
+
+    field: str = Field(min_length=1)
+    warning: WarningKind
+
+
 class CampaignFile(_Strict):
     """One campaign. Loaded campaigns carry the sha256 of the file's bytes as `content_hash` (a
     read-only property over a private attribute; None for a campaign built directly from a dict),
@@ -230,6 +242,7 @@ class CampaignFile(_Strict):
     default_language: Language = "en"
     steps: list[Step] = Field(min_length=1)
     replies: list[ReplyRule] = Field(default_factory=list)
+    acknowledge: list[Acknowledgement] = Field(default_factory=list)
 
     _content_hash: str | None = PrivateAttr(default=None)
     _path: str | None = PrivateAttr(default=None)

@@ -1,7 +1,10 @@
-"""Engines, sessions and schema migration.
+"""Engines, sessions, schema migration, and the database faults a person can fix.
 
 One engine per URL per process; SQLite gets WAL and a busy timeout so the embedded default
-tolerates a web process and a worker writing at once.
+tolerates a web process and a worker writing at once. `database_problem` is the one place that
+turns what a driver says about an operator's setup (no server on that port, no such database or
+folder, a read-only file, a schema never created) into one line naming OUTREACH_DATABASE_URL and
+the fix; the CLI's group applies it to every command.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from outreach.errors import UserError
@@ -34,7 +38,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """Build (once) the engine for a database URL; a malformed URL is a UserError."""
+    """Build (once) the engine for a database URL; a malformed URL, or one whose driver is not
+    installed, is a UserError naming OUTREACH_DATABASE_URL (without the password)."""
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 30})
@@ -42,10 +47,37 @@ def engine_for(url: str) -> Engine:
         else:
             # As many pooled connections as a worker has threads (workers/app.py: 32): with fewer,
             # every checkout beyond the pool opens and closes a connection of its own.
-            engine = create_engine(url, pool_pre_ping=True, pool_size=32, max_overflow=8)
+            engine = create_engine(
+                url, pool_pre_ping=True, pool_size=32, max_overflow=8, connect_args=_connect_args(url)
+            )
     except (ArgumentError, NoSuchModuleError) as exc:
         raise UserError(f"OUTREACH_DATABASE_URL: not a usable database URL ({exc})") from None
+    except ImportError as exc:
+        raise UserError(
+            f"OUTREACH_DATABASE_URL: {safe_url(url)} needs the Python package {exc.name or exc}, which is "
+            "not installed; use postgresql+psycopg://USER:PASSWORD@HOST/DB or sqlite:///FILE"
+        ) from None
     return engine
+
+
+CONNECT_TIMEOUT_S = 10
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    """PostgreSQL gives up on a host that does not answer after CONNECT_TIMEOUT_S (libpq waits
+    for ever by default); a connect_timeout in the URL wins."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+    return {}
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be printed: the password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(not a URL)"
 
 
 @lru_cache(maxsize=8)
@@ -67,7 +99,7 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine | None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -77,3 +109,91 @@ def alembic_config(engine: Engine) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Create or migrate the schema to `revision`."""
     command.upgrade(alembic_config(engine), revision)
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at; None when it has no schema yet."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    """The revision `upgrade` migrates to: the newest migration shipped with this code."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(None)).get_current_head()
+    assert head is not None, "no migrations shipped"
+    return head
+
+
+def has_schema(engine: Engine) -> bool:
+    """Whether `outreach db upgrade` ever ran here (the Alembic version table exists)."""
+    return inspect(engine).has_table("alembic_version")
+
+
+# --- faults a person can fix ----------------------------------------------------------------------
+
+_UPGRADE = "run `outreach db upgrade` (it creates or migrates the schema)"
+
+
+def database_problem(exc: BaseException, url: str) -> str | None:
+    """One line naming OUTREACH_DATABASE_URL and the fix when `exc` comes from the operator's
+    setup; None for anything else (a bug keeps its traceback). The password is never shown."""
+    if not isinstance(exc, DBAPIError):
+        return None
+    said = str(exc.orig).strip()
+    password = make_url(url).password if url else None
+    if password:
+        said = said.replace(str(password), "***")
+    where = f"{safe_url(url)} (OUTREACH_DATABASE_URL)"
+    lowered = said.lower()
+    state = getattr(exc.orig, "sqlstate", None)
+    if "no such table" in lowered or state == "42P01":
+        return f"the database at {where} has no outreach tables; {_UPGRADE}"
+    if "no such column" in lowered or state == "42703":
+        return f"the database at {where} has an older schema than this version; {_UPGRADE}"
+    if not isinstance(exc, OperationalError):
+        return None
+    if url.startswith("sqlite"):
+        return _sqlite_problem(lowered, url, where, said)
+    return _server_problem(lowered, where, said)
+
+
+def _sqlite_problem(lowered: str, url: str, where: str, said: str) -> str:
+    path = Path(make_url(url).database or "")
+    if "unable to open database file" in lowered:
+        if not path.parent.is_dir():
+            return (
+                f"cannot open the SQLite database {where}: the folder {path.parent} does not exist; "
+                "create it or point OUTREACH_DATABASE_URL elsewhere"
+            )
+        return (
+            f"cannot open the SQLite database {where}: no permission to create or open {path}; "
+            "give this user write access to it and its folder, or point OUTREACH_DATABASE_URL elsewhere"
+        )
+    if "readonly" in lowered or "read-only" in lowered:
+        return (
+            f"the SQLite database {where} is read-only for this user; give it write access to {path} and "
+            "its folder (SQLite writes -wal and -shm files beside it), or point OUTREACH_DATABASE_URL "
+            "elsewhere"
+        )
+    if "not a database" in lowered:
+        return f"{path} is not a SQLite database ({where}); point OUTREACH_DATABASE_URL at the right file"
+    return f"the SQLite database {where} failed: {said.splitlines()[0]}; check the file and its folder"
+
+
+def _server_problem(lowered: str, where: str, said: str) -> str:
+    if "does not exist" in lowered and "database" in lowered:
+        return (
+            f"the database named in {where} does not exist on that server; create it "
+            "(createdb NAME) or fix the name at the end of the URL"
+        )
+    if "password authentication failed" in lowered or "authentication failed" in lowered:
+        return f"the database server refused the user name or password of {where}; fix them in the URL"
+    unreachable = ("connection refused", "could not connect", "timeout expired", "translate host name")
+    if any(phrase in lowered for phrase in (*unreachable, "resolve host", "no route to host")):
+        return f"cannot reach the database server of {where}; start it, or fix the host and port in the URL"
+    first = said.splitlines()[0] if said else "no detail"
+    return f"the database at {where} failed: {first}; check that the server runs and the URL is right"
