@@ -21,7 +21,8 @@ from outreach.clock import clinic_today, utcnow
 from outreach.config import Settings
 from outreach.ingest import pool
 from outreach.ingest.batches import read_batches
-from outreach.ingest.csvfile import CsvFile, Progress, RowError, write_errors_csv
+from outreach.ingest.csvfile import CsvFile, Progress, RowError
+from outreach.ingest.errorsfile import check_errors_path, errors_files, events_errors_path, write_errors_csv
 from outreach.ingest.events import EVENT_COLUMNS, EVENT_OPTIONAL, EVENT_REQUIRED, event_row
 from outreach.ingest.load import EventWriter, PatientWriter, require_tables
 from outreach.ingest.patients import PATIENT_COLUMNS, PATIENT_OPTIONAL, PATIENT_REQUIRED, Batch, PatientCheck
@@ -31,7 +32,10 @@ __all__ = [
     "PATIENT_COLUMNS",
     "ImportResult",
     "RowError",
+    "check_errors_path",
     "check_events_header",
+    "errors_files",
+    "events_errors_path",
     "import_events",
     "import_patients",
     "write_errors_csv",
