@@ -432,7 +432,7 @@ def test_cli_patients_with_events_checks_both_headers_first(engine: Engine, tmp_
         "rejected": 0,
         "inserted": 1,
         "updated": 0,
-        "events": {"accepted": 1, "rejected": 1, "inserted": 1, "updated": 0},
+        "events": {"accepted": 1, "rejected": 1, "inserted": 1, "updated": 0, "unknown_mrns": 0},
     }
     assert errors.read_text(encoding="utf-8").splitlines() == ["line,column,value,reason"]
     assert "e2.csv: line 3, date 'someday': not a date" in result.stderr
@@ -444,7 +444,9 @@ def test_cli_events_import(engine: Engine, tmp_path: Path) -> None:
     events = _write(tmp_path / "e.csv", ["mrn,event,date", "T1,fit,2020-01-01"])
     result = CliRunner().invoke(main, ["events", "import", str(events), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"accepted": 1, "rejected": 0, "inserted": 1, "updated": 0}
+    # T1 is no patient's mrn: kept, and counted (issue 10).
+    expected = {"accepted": 1, "rejected": 0, "inserted": 1, "updated": 0, "unknown_mrns": 1}
+    assert json.loads(result.stdout) == expected
 
 
 def test_cli_without_tables_says_run_db_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

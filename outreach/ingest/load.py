@@ -19,6 +19,7 @@ from sqlalchemy import (
     Engine,
     Table,
     bindparam,
+    exists,
     func,
     inspect,
     literal_column,
@@ -128,21 +129,35 @@ class EventWriter:
     """Events are facts: an identical (mrn, kind, date, code) is already known, so do nothing.
 
     PostgreSQL: each batch is COPYed into a staging table and inserted from there; SQLite: an
-    executemany, which SQLAlchemy batches into VALUES pages."""
+    executemany, which SQLAlchemy batches into VALUES pages.
+
+    An event whose mrn is not on the roster is kept (the roster may come later, DESIGN.md §5) but
+    counted, with the first few lines, because a mistyped mrn otherwise leaves the care gap open
+    and the patient texted about a screening they had.
+    """
+
+    EXAMPLES = 5  # lines of unknown mrns kept to show
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        table: Table = PatientEvent.__table__  # type: ignore[assignment]
+        self.table: Table = PatientEvent.__table__  # type: ignore[assignment]
+        table = self.table
         self.stage = sql.Staging(table, EVENT_COLUMNS_DB) if engine.dialect.name == "postgresql" else None
         stmt = sql.upsert(table, engine)
         if self.stage is not None:
             stmt = stmt.from_select(list(EVENT_COLUMNS_DB), self.stage.select())
+            # The staged batch's mrns that no patient has, each distinct mrn looked up once.
+            staged = select(self.stage.select().subquery().c.mrn).distinct().subquery()
+            self.unknown_staged = select(staged.c.mrn).where(~exists().where(Patient.mrn == staged.c.mrn))
         self.stmt = stmt.on_conflict_do_nothing(
             index_elements=[table.c.mrn, table.c.kind, table.c.date, table.c.code]
         ).returning(table.c.id)
         self.inserted = 0
+        self.unknown_mrns = 0  # events (rows of the file) whose mrn is no patient's
+        self.unknown_lines: list[int] = []  # the first EXAMPLES of their lines
 
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+    def write(self, rows: Sequence[dict[str, Any]], lines: Sequence[int]) -> None:
+        """Store `rows` (read from `lines`), in one transaction."""
         if not rows:
             return
         with self.engine.connect() as conn:
@@ -153,4 +168,20 @@ class EventWriter:
                 self.stage.copy_rows(conn, ([row[c] for c in EVENT_COLUMNS_DB] for row in rows))
                 found = conn.execute(self.stmt)
             self.inserted += len(found.all())
+            unknown = self._unknown(conn, rows)
             conn.commit()
+        if unknown:
+            at = [line for row, line in zip(rows, lines, strict=True) if row["mrn"] in unknown]
+            self.unknown_mrns += len(at)
+            self.unknown_lines += at[: self.EXAMPLES - len(self.unknown_lines)]
+
+    def _unknown(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+        """The mrns of `rows` that no patient has: PostgreSQL answers from the staged batch."""
+        if self.stage is not None:
+            return set(conn.scalars(self.unknown_staged))
+        mrns = list({row["mrn"] for row in rows})
+        known: set[str] = set()
+        for start in range(0, len(mrns), _SELECT_CHUNK):
+            chunk = mrns[start : start + _SELECT_CHUNK]
+            known.update(conn.scalars(select(Patient.mrn).where(Patient.mrn.in_(chunk))))
+        return set(mrns) - known

@@ -26,6 +26,7 @@ from outreach.ingest.errorsfile import check_errors_path, errors_files, events_e
 from outreach.ingest.events import EVENT_COLUMNS, EVENT_OPTIONAL, EVENT_REQUIRED, event_row
 from outreach.ingest.load import EventWriter, PatientWriter, require_tables
 from outreach.ingest.patients import PATIENT_COLUMNS, PATIENT_OPTIONAL, PATIENT_REQUIRED, Batch, PatientCheck
+from outreach.store import sql
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -50,19 +51,24 @@ class ImportResult:
     updated: int
     errors: list[RowError]
     notes: list[str] = field(default_factory=list)  # file-level remarks, e.g. ignored columns
+    warnings: list[str] = field(default_factory=list)  # accepted, but a person should look
+    unknown_mrns: int | None = None  # events only: accepted events whose mrn is no patient's
 
     @property
     def unchanged(self) -> int:
         return self.accepted - self.inserted - self.updated
 
     def summary(self) -> dict[str, int]:
-        """The `--json` shape of DESIGN.md §5."""
-        return {
+        """The `--json` shape of DESIGN.md §5; an events import adds "unknown_mrns"."""
+        shape = {
             "accepted": self.accepted,
             "rejected": self.rejected,
             "inserted": self.inserted,
             "updated": self.updated,
         }
+        if self.unknown_mrns is not None:
+            shape["unknown_mrns"] = self.unknown_mrns
+        return shape
 
 
 def _notes(csvfile: CsvFile) -> list[str]:
@@ -98,6 +104,8 @@ def import_patients(
         writer = PatientWriter(engine, now)
         check = PatientCheck(present, settings.default_region, today, now, copy=writer.copy)
         _load_patients(path, read_batches(csvfile, present, batch_size), check, writer)
+        if writer.inserted or writer.updated:
+            sql.analyze(engine, writer.table)
         errors.extend(writer.errors)
         return ImportResult(
             accepted=writer.accepted,
@@ -144,10 +152,11 @@ def import_events(
     with CsvFile(
         path, EVENT_REQUIRED, EVENT_OPTIONAL, label="events file", progress=progress, errors=errors
     ) as csvfile:
-        require_tables(engine, "patient_events")
+        require_tables(engine, "patient_events", "patients")
         writer = EventWriter(engine)
         index = csvfile.index
         batch: list[dict[str, Any]] = []
+        lines: list[int] = []
         accepted = rejected = 0
         for line, fields in csvfile.records():
             row = event_row(line, fields, index, today, errors)
@@ -155,12 +164,15 @@ def import_events(
                 rejected += 1
                 continue
             batch.append(row)
+            lines.append(line)
             if len(batch) >= batch_size:
-                writer.write(batch)
+                writer.write(batch, lines)
                 accepted += len(batch)
-                batch = []
-        writer.write(batch)
+                batch, lines = [], []
+        writer.write(batch, lines)
         accepted += len(batch)
+        if writer.inserted:
+            sql.analyze(engine, writer.table)
         return ImportResult(
             accepted=accepted,
             rejected=rejected + csvfile.rejected,
@@ -168,7 +180,23 @@ def import_events(
             updated=0,
             errors=sorted(errors, key=lambda e: e.line),
             notes=_notes(csvfile),
+            warnings=_unknown_mrns_warning(csvfile, writer),
+            unknown_mrns=writer.unknown_mrns,
         )
+
+
+def _unknown_mrns_warning(csvfile: CsvFile, writer: EventWriter) -> list[str]:
+    """One line: how many events name an mrn no patient has, and where the first few are."""
+    count = writer.unknown_mrns
+    if not count:
+        return []
+    lines = ", ".join(map(str, writer.unknown_lines)) + (", …" if count > len(writer.unknown_lines) else "")
+    some = "1 event names an mrn" if count == 1 else f"{count} events name mrns"
+    where = f"line{'s' if count > 1 else ''} {lines}"
+    return [
+        f"{csvfile.path.name}: {some} that no patient has ({where}); kept, they count once those "
+        "patients are imported: check those mrns for typos"
+    ]
 
 
 def check_events_header(path: Path) -> None:
