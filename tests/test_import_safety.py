@@ -78,6 +78,22 @@ def test_an_errors_path_that_is_an_input_is_refused_by_any_spelling(roster: Path
     assert roster.read_bytes() == before
 
 
+def test_the_sqlite_database_is_protected_like_an_input(roster: Path, tmp_path: Path) -> None:
+    from outreach.store.db import engine_for
+
+    database = tmp_path / "outreach.db"
+    database.write_bytes(b"SQLite format 3\x00")
+    engine = engine_for(f"sqlite:///{database}")
+    with pytest.raises(UserError) as refused:
+        errors_files(Path("outreach.db"), roster, engine=engine)
+    assert str(refused.value) == (
+        f"--errors outreach.db is the database file {database}; the report would overwrite it, "
+        "so give --errors another file name"
+    )
+    assert errors_files(tmp_path / "e.csv", roster, engine=engine) == [tmp_path / "e.csv"]
+    assert errors_files(Path("x.csv"), roster, engine=engine_for("sqlite://")) == [Path("x.csv")]
+
+
 def test_the_events_input_is_protected_too_including_the_derived_events_report(tmp_path: Path) -> None:
     roster = _write(tmp_path / "r.csv", [HEADER])
     events = _write(tmp_path / "e.csv", ["mrn,event,date"])
@@ -417,6 +433,23 @@ def test_cli_refuses_an_errors_path_that_is_the_roster(engine: Engine, tmp_path:
     assert "is the input file" in result.stderr and result.stderr.strip().count("\n") == 0
     assert roster.read_bytes() == before
     assert _stored(engine) == {}
+
+
+@UNTIL_WIRED
+def test_cli_refuses_the_sqlite_database_as_errors_path(engine: Engine, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from outreach.apps.cli import main
+
+    if engine.dialect.name != "sqlite":
+        pytest.skip("only a SQLite database is a file")
+    database = Path(str(engine.url.database))
+    before = database.stat().st_size
+    roster = _write(tmp_path / "r.csv", [HEADER, _row("C1", 101)])
+    result = CliRunner().invoke(main, ["patients", "import", str(roster), "--errors", str(database)])
+    assert result.exit_code == 2, result.output
+    assert "is the database file" in result.stderr
+    assert database.stat().st_size == before and _stored(engine) == {}
 
 
 @UNTIL_WIRED

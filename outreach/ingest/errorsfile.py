@@ -3,7 +3,8 @@
 Two things went wrong here before. The report was written after the rows had committed, so a
 path that could not be written (a missing folder) raised once the good rows were in and the
 rejected ones were never shown; and a path that named an input (`--errors roster.csv`) replaced
-the care team's roster with the report. So every target is checked before anything is read.
+the care team's roster with the report (the SQLite database file would have gone the same way).
+So every target is checked before anything is read.
 
 The report is opened in a spreadsheet by people who did not write its cells: a value a roster
 carried such as `=HYPERLINK(...)` would run as a formula there. Every cell that can echo input is
@@ -18,6 +19,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from outreach.errors import UserError
 from outreach.ingest.csvfile import RowError
 
@@ -30,28 +33,34 @@ def events_errors_path(errors: Path) -> Path:
     return errors.with_name(f"{errors.stem}.events{errors.suffix}")
 
 
-def errors_files(errors: Path | None, *inputs: Path) -> list[Path | None]:
+def errors_files(errors: Path | None, *inputs: Path, engine: Engine | None = None) -> list[Path | None]:
     """The report file for each input, in order, each checked by `check_errors_path`: the first
     input's (the roster, or the events file of `events import`) is `errors` itself, the second's
     (the events file of `patients import --events`) is `events_errors_path(errors)`. All None
-    without --errors. Raises UserError before anything is read or written."""
+    without --errors. With `engine`, a SQLite database file is protected too. Raises UserError
+    before anything is read or written."""
     if errors is None:
         return [None] * len(inputs)
     if len(inputs) > 2:
         raise ValueError("an import has at most two inputs: a roster and an events file")
+    database = _sqlite_file(engine)
     targets = [errors, events_errors_path(errors)][: len(inputs)]
     for target in targets:
-        check_errors_path(target, *inputs)
+        check_errors_path(target, *inputs, database=database)
     return list(targets)
 
 
-def check_errors_path(errors: Path, *inputs: Path) -> None:
-    """Refuse, as one line naming the fix, a report path that is one of `inputs` (by any
-    spelling, symlink or hard link) or that cannot be written; call it before importing."""
-    for source in inputs:
+def check_errors_path(errors: Path, *inputs: Path, database: Path | None = None) -> None:
+    """Refuse, as one line naming the fix, a report path that is one of `inputs` or the SQLite
+    `database` (by any spelling, symlink or hard link) or that cannot be written; call it before
+    importing."""
+    named = [(f"the input file {source}", source) for source in inputs]
+    if database is not None:
+        named.append((f"the database file {database}", database))
+    for what, source in named:
         if _same_file(errors, source):
             raise UserError(
-                f"--errors {errors} is the input file {source}; the report would overwrite it, "
+                f"--errors {errors} is {what}; the report would overwrite it, "
                 "so give --errors another file name"
             )
     if errors.is_dir():
@@ -65,6 +74,14 @@ def check_errors_path(errors: Path, *inputs: Path) -> None:
         )
     if not os.access(folder, os.W_OK | os.X_OK) or (errors.exists() and not os.access(errors, os.W_OK)):
         raise UserError(f"--errors {errors} cannot be written (permission denied); choose another path")
+
+
+def _sqlite_file(engine: Engine | None) -> Path | None:
+    """The file a SQLite engine keeps its database in; None for PostgreSQL or an in-memory one."""
+    if engine is None or engine.dialect.name != "sqlite":
+        return None
+    name = engine.url.database
+    return Path(name) if name and name != ":memory:" and not name.startswith("file:") else None
 
 
 def _same_file(a: Path, b: Path) -> bool:
