@@ -436,20 +436,25 @@ def test_cli_refuses_an_errors_path_that_is_the_roster(engine: Engine, tmp_path:
 
 
 @UNTIL_WIRED
-def test_cli_refuses_the_sqlite_database_as_errors_path(engine: Engine, tmp_path: Path) -> None:
+def test_cli_refuses_the_sqlite_database_as_errors_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a database of its own: unwired, the CLI would write the report over it."""
     from click.testing import CliRunner
 
     from outreach.apps.cli import main
+    from outreach.store.db import engine_for, upgrade
 
-    if engine.dialect.name != "sqlite":
-        pytest.skip("only a SQLite database is a file")
-    database = Path(str(engine.url.database))
-    before = database.stat().st_size
+    database = tmp_path / "own.db"
+    engine = engine_for(f"sqlite:///{database}")
+    upgrade(engine)
+    monkeypatch.setenv("OUTREACH_DATABASE_URL", f"sqlite:///{database}")
+    before = database.read_bytes()
     roster = _write(tmp_path / "r.csv", [HEADER, _row("C1", 101)])
     result = CliRunner().invoke(main, ["patients", "import", str(roster), "--errors", str(database)])
     assert result.exit_code == 2, result.output
     assert "is the database file" in result.stderr
-    assert database.stat().st_size == before and _stored(engine) == {}
+    assert database.read_bytes() == before
 
 
 @UNTIL_WIRED
