@@ -69,6 +69,13 @@ def parse_phone(raw: str, default_region: str = "US") -> Phone:
             number = phonenumbers.parse(text, default_region)
         except NumberParseException as exc:
             raise PhoneError(f"not a phone number ({_parse_reason(exc)})") from None
+        if number.extension:
+            # A text reaches a line, never an extension behind a switchboard: the number is an
+            # office's, and dropping the extension would text whoever answers there.
+            raise PhoneError(
+                f"has an extension ({number.extension}), so it is not a mobile number; "
+                "give the patient's mobile number"
+            )
     if not phonenumbers.is_possible_number(number):
         raise PhoneError("impossible phone number (wrong number of digits for its country)")
     region, kind = region_and_type(number)

@@ -46,6 +46,29 @@ def test_unusable_numbers_say_why(raw: str, reason: str) -> None:
         parse_phone(raw)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "617-555-0100 ext. 12",
+        "(617) 555-0100 ext 12",
+        "617-555-0100 x12",
+        "617-555-0100 x 12",
+        "617-555-0100 #12",
+        "617-555-0100,12",
+        "+1 617 555 0100 extension 12",
+        "+44 20 7946 0958 ext. 12",
+    ],
+)
+def test_a_number_with_an_extension_is_refused_not_cut_short(raw: str) -> None:
+    """An extension sits behind a switchboard: dropping it would text whoever answers the
+    office's line, so the number is refused, naming the extension phonenumbers found."""
+    with pytest.raises(PhoneError) as refused:
+        parse_phone(raw)
+    assert str(refused.value) == (
+        "has an extension (12), so it is not a mobile number; give the patient's mobile number"
+    )
+
+
 def test_foreign_numbers_keep_their_country_and_zone() -> None:
     london = parse_phone("+44 20 7946 0958")
     assert (london.e164, london.region, london.zones) == ("+442079460958", "GB", ("Europe/London",))

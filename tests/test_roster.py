@@ -432,7 +432,7 @@ def test_cli_patients_with_events_checks_both_headers_first(engine: Engine, tmp_
         "rejected": 0,
         "inserted": 1,
         "updated": 0,
-        "events": {"accepted": 1, "rejected": 1, "inserted": 1, "updated": 0},
+        "events": {"accepted": 1, "rejected": 1, "inserted": 1, "updated": 0, "unknown_mrns": 0},
     }
     assert errors.read_text(encoding="utf-8").splitlines() == ["line,column,value,reason"]
     assert "e2.csv: line 3, date 'someday': not a date" in result.stderr
@@ -444,7 +444,9 @@ def test_cli_events_import(engine: Engine, tmp_path: Path) -> None:
     events = _write(tmp_path / "e.csv", ["mrn,event,date", "T1,fit,2020-01-01"])
     result = CliRunner().invoke(main, ["events", "import", str(events), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"accepted": 1, "rejected": 0, "inserted": 1, "updated": 0}
+    # T1 is no patient's mrn: kept, and counted (issue 10).
+    expected = {"accepted": 1, "rejected": 0, "inserted": 1, "updated": 0, "unknown_mrns": 1}
+    assert json.loads(result.stdout) == expected
 
 
 def test_cli_without_tables_says_run_db_upgrade(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -542,7 +544,7 @@ def test_whitespace_inside_names_is_collapsed(engine: Engine, tmp_path: Path) ->
 def test_large_files_are_checked_in_helper_processes_with_the_same_result(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from outreach.ingest import roster
+    from outreach.ingest import pool
 
     rows = ["mrn,first_name,birth_date,phone,postal_code"]
     rows += [f"M{i},Ann,1970-01-01,(617) 555-{i:04d},{i:05d}" for i in range(1200)]
@@ -551,7 +553,7 @@ def test_large_files_are_checked_in_helper_processes_with_the_same_result(
     rows[1100] = "M1099,,1970-02-30,(617) 555-1099,"  # line 1101: no first name, no such day
     path = tmp_path / "big.csv"
     path.write_text("\n".join(rows) + "\n")
-    monkeypatch.setattr(roster, "PARALLEL_FROM_BYTES", 0)
+    monkeypatch.setattr(pool, "PARALLEL_FROM_BYTES", 0)
     result = import_patients(engine, path, settings=get_settings(), batch_size=100)
     assert (result.accepted, result.rejected, result.inserted) == (1197, 3, 1197)
     assert [(e.line, e.column, e.value) for e in result.errors] == [
@@ -565,7 +567,7 @@ def test_large_files_are_checked_in_helper_processes_with_the_same_result(
         assert s.scalar(select(Patient.postal_code).where(Patient.mrn == "M1199")) == "01199"
 
     # The same file checked in this process finds every row already stored as it would store it.
-    monkeypatch.setattr(roster, "PARALLEL_FROM_BYTES", 1 << 40)
+    monkeypatch.setattr(pool, "PARALLEL_FROM_BYTES", 1 << 40)
     again = import_patients(engine, path, settings=get_settings(), batch_size=100)
     assert (again.accepted, again.rejected, again.inserted, again.updated) == (1197, 3, 0, 0)
     assert again.errors == result.errors

@@ -9,8 +9,9 @@ ourselves), decoded per line, and handed to the csv module, which reports where 
 from __future__ import annotations
 
 import csv
+import itertools
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -86,7 +87,12 @@ class CsvFile:
         self.ignored: tuple[str, ...] = ()  # columns present but not ours
         self.bad_lines: dict[int, str] = {}  # physical line -> why it cannot be read
         self._raw: IO[bytes] | None = None
+        self._lines: Iterator[str] = iter(())  # the file's physical lines, decoded
         self._reader: Any = None
+        # The physical lines the reader took for the record being read (the csv module reads no
+        # further than a record's end), and the line number of the first of them.
+        self._span: list[str] = []
+        self._start = 1
 
     def __enter__(self) -> CsvFile:
         try:
@@ -131,7 +137,8 @@ class CsvFile:
                 ) from None
 
     def _read_header(self) -> None:
-        self._reader = csv.reader(self._decoded_lines(), strict=False)
+        self._lines = self._decoded_lines()
+        self._reader = csv.reader(self._lines, strict=False)
         header: list[str] | None = None
         try:
             for row in self._reader:
@@ -144,6 +151,8 @@ class CsvFile:
             ) from None
         if header is None:
             raise UserError(f"{self.path}: the {self.label} is empty (expected a header row)")
+        self._start += len(self._span)
+        self._span.clear()
         names = [_HEADER_NAME.sub("_", cell.strip().lower()) for cell in header]
         while names and not names[-1]:  # spreadsheets pad the header with empty cells
             names.pop()
@@ -169,6 +178,7 @@ class CsvFile:
         """Physical lines as text; an undecodable line is replaced, remembered and later rejected."""
         assert self._raw is not None
         bar = self._progress()
+        span = self._span
         number = 0
         pending = 0
         try:
@@ -188,6 +198,7 @@ class CsvFile:
                     text = text.replace("\x00", "")
                 if number == 1 and text.startswith("\ufeff"):
                     text = text[1:]
+                span.append(text)
                 yield text
         finally:
             if bar is not None:
@@ -204,50 +215,87 @@ class CsvFile:
         return self.progress
 
     def records(self) -> Iterator[tuple[int, list[str]]]:
-        """(first physical line, fields) for each non-blank record with as many fields as the header."""
+        """(first physical line, fields) for each non-blank record with as many fields as the header.
+
+        The loop runs once per row of million-row files, so the usual record (one line, the
+        header's width, no unreadable line in the file) takes the short way; every other record
+        takes the long one, which would decide the same for it."""
         width = len(self.columns)
-        reader = self._reader
-        previous = reader.line_num
+        span = self._span
         while True:
             try:
-                row = next(reader)
+                row: list[str] | None = next(self._reader)
             except StopIteration:
                 return
             except csv.Error as exc:
-                self._reject(previous + 1, f"unreadable CSV record ({exc})")
-                if reader.line_num == previous:
-                    return
-                previous = reader.line_num
+                row, problem = None, f"unreadable CSV record ({exc})"
+            line = self._start
+            if row is not None and len(span) == 1 and len(row) == width and any(row) and not self.bad_lines:
+                self._start = line + 1
+                span.clear()
+                yield line, row
                 continue
-            line = previous + 1
-            end = reader.line_num
-            previous = end
-            if len(row) != width:
-                if len(row) > width and not any(row[width:]):
-                    del row[width:]  # trailing empty cells from a spreadsheet
-                elif not any(cell.strip() for cell in row):
-                    continue  # blank line
-                else:
-                    self._reject(line, f"expected {width} fields as in the header, found {len(row)}")
-                    continue
-            elif not any(row):
-                continue
-            if self.bad_lines:
-                reason = next((self.bad_lines[n] for n in range(line, end + 1) if n in self.bad_lines), None)
-                if reason is not None:
-                    self._reject(line, reason)
-                    continue
-            yield line, row
+            count = len(span)
+            if count == 0:  # an error that consumed nothing would repeat forever
+                return
+            self._start = line + count
+            texts = span[:]
+            span.clear()
+            if count > 1 and _swallowed(texts, width):
+                self._unclosed_quote(line, texts)
+            elif row is None:
+                self._reject(line, problem)
+            elif self._regular(line, line + count - 1, row, width):
+                yield line, row
+
+    def _regular(self, line: int, end: int, row: list[str], width: int) -> bool:
+        """Whether the record on physical lines line..end is one to check; a blank one is skipped,
+        a misshapen one or one with an unreadable line rejected. Trims the empty cells a
+        spreadsheet pads rows with."""
+        if len(row) != width:
+            if len(row) > width and not any(row[width:]):
+                del row[width:]  # trailing empty cells from a spreadsheet
+            elif not any(cell.strip() for cell in row):
+                return False  # blank line
+            else:
+                self._reject(line, f"expected {width} fields as in the header, found {len(row)}")
+                return False
+        elif not any(row):
+            return False
+        if self.bad_lines:
+            reason = next((self.bad_lines[n] for n in range(line, end + 1) if n in self.bad_lines), None)
+            if reason is not None:
+                self._reject(line, reason)
+                return False
+        return True
+
+    def _unclosed_quote(self, line: int, texts: list[str]) -> None:
+        """Reject the record on `texts` (its first line is `line`) as one value run on past its
+        line by a quote never closed, and read the lines it swallowed again as records of their
+        own, so the rows after the mistake still load."""
+        end = line + len(texts) - 1
+        self._reject(line, f"an unclosed quote joins lines {line}–{end} into one value; close the quote")
+        self._start = line + 1
+        self._reader = csv.reader(itertools.chain(self._replay(texts[1:]), self._lines), strict=False)
+
+    def _replay(self, texts: list[str]) -> Iterator[str]:
+        for text in texts:
+            self._span.append(text)
+            yield text
 
     def _reject(self, line: int, reason: str) -> None:
         self.rejected += 1
         self.errors.append(RowError(line=line, column="", value="", reason=reason))
 
 
-def write_errors_csv(path: Path, errors: Iterable[RowError]) -> None:
-    """The `--errors` file: one row per problem, columns line,column,value,reason."""
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("line", "column", "value", "reason"))
-        for error in errors:
-            writer.writerow((error.line, error.column, error.value, error.reason))
+def _swallowed(texts: list[str], width: int) -> bool:
+    """Whether a record spread over the physical lines `texts` is rows run together by a quote
+    never closed, rather than a value with a line break typed into it (which spreadsheets write,
+    quoted, and which loads). Told apart by the lines after the first: one that is a whole row on
+    its own (as many fields as the header, no quote left over in any) was swallowed. A typed line
+    break's last line holds the closing quote, so read alone it leaves a quote over."""
+    for text in texts[1:]:
+        fields = next(csv.reader([text], strict=False), [])
+        if len(fields) == width and not any('"' in value for value in fields):
+            return True
+    return False

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, and_, exists, func, literal, select, text, update
+from sqlalchemy import Engine, Select, and_, exists, func, literal, select, text, update
 from sqlalchemy.orm import Session
 
-from outreach.campaigns import CampaignFile, render
+from outreach.campaigns import CampaignFile, Step, render
 from outreach.clock import clinic_today, utcnow
 from outreach.config import Settings
 from outreach.listen.consent import number_opted_out
@@ -147,82 +147,99 @@ def plan_due_steps(
     planned = canceled = 0
     still_eligible = select(eligible_patients(campaign, on).subquery().c.id)
     for index, step in enumerate(campaign.steps):
-        enrolled_by = step.after.before(on)
         previous = campaign.steps[index - 1].id if index else None
-        prev_msg = Message.__table__.alias("prev")
-        columns = [
-            Enrollment.id,
-            Enrollment.enrolled_on,
-            Enrollment.replied_at,
-            Enrollment.language,
-            Patient.first_name,
-            Patient.phone,
-            Patient.phone_zones,
-            Patient.timezone,
-            Patient.postal_code,
-            number_opted_out(Patient.phone).label("opted_out"),
-            Patient.id.in_(still_eligible).label("eligible"),
-        ]
-        query = (
-            select(*columns)
-            .join(Patient, Patient.id == Enrollment.patient_id)
-            .where(
-                Enrollment.campaign_id == campaign.id,
-                Enrollment.ended_at.is_(None),
-                Enrollment.enrolled_on <= enrolled_by,
-                ~exists().where(Message.enrollment_id == Enrollment.id, Message.step_id == step.id),
-            )
-        )
-        if previous is not None:
-            query = query.add_columns(prev_msg.c.status).join(
-                prev_msg, and_(prev_msg.c.enrollment_id == Enrollment.id, prev_msg.c.step_id == previous)
-            )
-        rows = session.execute(query).all()
+        rows = session.execute(_due_query(campaign, step, previous, on, still_eligible)).all()
         if not rows:
             continue
         pacer = Pacer(settings.daily_cap, settings.weekly_cap)
         pacer.load(session, (row.phone for row in rows), now)
-        values = []
-        for row in rows:
-            _, template = campaign.text_for(step.text, row.language)
-            body = render(template, first_name=row.first_name, settings=settings)
-            reason = _cancel_reason(row, step.only_if, previous)
-            due_day = step.after.after(row.enrolled_on)
-            who = recipient(
-                row.phone, row.timezone, row.phone_zones, row.postal_code, settings.default_timezone
-            )
-            earliest = max(now, _local_midnight_utc(due_day, who.zones[0]))
-            record: dict[str, object] = {
-                "enrollment_id": row.id,
-                "step_id": step.id,
-                "kind": MessageKind.outreach,
-                "phone": row.phone,
-                "body": body,
-                "segments": count_segments(body).segments,
-                "planned_at": now,
-                "updated_at": now,
-                "canceled_at": None,
-                "cancel_reason": None,
-            }
-            if reason:
-                record |= {
-                    "status": MessageStatus.canceled,
-                    "send_at": now,
-                    "canceled_at": now,
-                    "cancel_reason": reason,
-                }
-                canceled += 1
-            else:
-                send_at = pacer.place(who, earliest, campaign.send_window)
-                pacer.record(row.phone, send_at)
-                record |= {"status": MessageStatus.planned, "send_at": send_at}
-                planned += 1
-            values.append(record)
+        values = [_outbox_row(row, campaign, step, previous, pacer, now, settings) for row in rows]
+        step_canceled = sum(1 for value in values if value["status"] == MessageStatus.canceled)
+        canceled += step_canceled
+        planned += len(values) - step_canceled
         for start in range(0, len(values), 1000):
             session.execute(
                 sql.upsert(Message, session).values(values[start : start + 1000]).on_conflict_do_nothing()
             )
     return planned, canceled
+
+
+def _due_query(
+    campaign: CampaignFile, step: Step, previous: str | None, on: dt.date, still_eligible: Select[Any]
+) -> Select[Any]:
+    """The open enrollments whose `step` has come due on `on` and has no outbox row yet, with what
+    deciding and rendering it needs: the patient, consent, eligibility now, and the status of the
+    previous step's row (the step is planned only once that row exists)."""
+    columns: list[Any] = [
+        Enrollment.id,
+        Enrollment.enrolled_on,
+        Enrollment.replied_at,
+        Enrollment.language,
+        Patient.first_name,
+        Patient.phone,
+        Patient.phone_zones,
+        Patient.timezone,
+        Patient.postal_code,
+        number_opted_out(Patient.phone).label("opted_out"),
+        Patient.id.in_(still_eligible).label("eligible"),
+    ]
+    query = (
+        select(*columns)
+        .join(Patient, Patient.id == Enrollment.patient_id)
+        .where(
+            Enrollment.campaign_id == campaign.id,
+            Enrollment.ended_at.is_(None),
+            Enrollment.enrolled_on <= step.after.before(on),
+            ~exists().where(Message.enrollment_id == Enrollment.id, Message.step_id == step.id),
+        )
+    )
+    if previous is not None:
+        prev_msg = Message.__table__.alias("prev")
+        query = query.add_columns(prev_msg.c.status).join(
+            prev_msg, and_(prev_msg.c.enrollment_id == Enrollment.id, prev_msg.c.step_id == previous)
+        )
+    return query
+
+
+def _outbox_row(
+    row: Any,
+    campaign: CampaignFile,
+    step: Step,
+    previous: str | None,
+    pacer: Pacer,
+    now: dt.datetime,
+    settings: Settings,
+) -> dict[str, object]:
+    """One due row's outbox values: rendered in the patient's language, then either canceled with
+    the reason or planned at the first slot the window and the frequency cap allow (recorded in
+    `pacer`, so the next patient sharing the number is placed after it)."""
+    _, template = campaign.text_for(step.text, row.language)
+    body = render(template, first_name=row.first_name, settings=settings)
+    record: dict[str, object] = {
+        "enrollment_id": row.id,
+        "step_id": step.id,
+        "kind": MessageKind.outreach,
+        "phone": row.phone,
+        "body": body,
+        "segments": count_segments(body).segments,
+        "planned_at": now,
+        "updated_at": now,
+        "canceled_at": None,
+        "cancel_reason": None,
+    }
+    reason = _cancel_reason(row, step.only_if, previous)
+    if reason:
+        return record | {
+            "status": MessageStatus.canceled,
+            "send_at": now,
+            "canceled_at": now,
+            "cancel_reason": reason,
+        }
+    who = recipient(row.phone, row.timezone, row.phone_zones, row.postal_code, settings.default_timezone)
+    earliest = max(now, _local_midnight_utc(step.after.after(row.enrolled_on), who.zones[0]))
+    send_at = pacer.place(who, earliest, campaign.send_window)
+    pacer.record(row.phone, send_at)
+    return record | {"status": MessageStatus.planned, "send_at": send_at}
 
 
 def _cancel_reason(row: Any, only_if: str | None, previous: str | None) -> str | None:

@@ -93,6 +93,20 @@ def rowcount(result: Result[Any]) -> int:
     return int(cast(CursorResult[Any], result).rowcount)
 
 
+def analyze(engine: Engine, *tables: Table) -> None:
+    """Refresh PostgreSQL's planner statistics of `tables` after a bulk load (DESIGN.md §10).
+
+    Until autovacuum gets to a table (a minute or more, never when it is off) the planner
+    guesses its size and spread, and the next plan over a million fresh rows can run minutes
+    instead of seconds. ANALYZE samples a fixed number of rows, so it costs well under a second
+    at any size. SQLite plans well enough without statistics, so nothing is done there."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.begin() as conn:
+        for table in tables:
+            conn.exec_driver_sql(f"ANALYZE {table.name}")
+
+
 # --- PostgreSQL COPY ---------------------------------------------------------------------------
 
 
