@@ -410,14 +410,10 @@ def test_imports_analyze_what_they_loaded_on_postgresql(engine: Engine, tmp_path
 
 
 # --- through the CLI ---------------------------------------------------------------------------
-# outreach/apps/cli.py is being split into a package this round, so the commands are wired to the
-# engine checks above when the branches merge: `errors_files(...)` before anything is read, and a
-# `warning: …` line per `ImportResult.warnings`. Until then these fail, as strict xfails; the
-# marker comes off with the wiring (an unexpected pass fails the run, so it cannot be forgotten).
-UNTIL_WIRED = pytest.mark.xfail(strict=True, reason="CLI wiring of errors_files/warnings lands at the merge")
+# The commands call `errors_files(...)` before anything is read and print a `warning: …` line per
+# `ImportResult.warnings` (outreach/apps/cli/imports.py).
 
 
-@UNTIL_WIRED
 @pytest.mark.parametrize("spelling", ["r.csv", "./r.csv", "sub/../r.csv", "link.csv"])
 def test_cli_refuses_an_errors_path_that_is_the_roster(engine: Engine, tmp_path: Path, spelling: str) -> None:
     from click.testing import CliRunner
@@ -435,7 +431,6 @@ def test_cli_refuses_an_errors_path_that_is_the_roster(engine: Engine, tmp_path:
     assert _stored(engine) == {}
 
 
-@UNTIL_WIRED
 def test_cli_refuses_the_sqlite_database_as_errors_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -457,7 +452,6 @@ def test_cli_refuses_the_sqlite_database_as_errors_path(
     assert database.read_bytes() == before
 
 
-@UNTIL_WIRED
 def test_cli_refuses_a_missing_errors_folder_before_importing(engine: Engine, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
@@ -470,7 +464,6 @@ def test_cli_refuses_a_missing_errors_folder_before_importing(engine: Engine, tm
     assert _stored(engine) == {}  # before: C1 was committed, then FileNotFoundError hid C2's reason
 
 
-@UNTIL_WIRED
 def test_cli_events_import_refuses_its_input_and_warns_about_unknown_mrns(
     engine: Engine, tmp_path: Path
 ) -> None:
@@ -486,7 +479,6 @@ def test_cli_events_import_refuses_its_input_and_warns_about_unknown_mrns(
     assert "warning: e.csv: 1 event names an mrn that no patient has (line 2);" in accepted.stderr
 
 
-@UNTIL_WIRED
 def test_cli_patients_with_events_checks_the_events_report_path_too(engine: Engine, tmp_path: Path) -> None:
     from click.testing import CliRunner
 

@@ -51,19 +51,20 @@ def patients_import(roster: str, events_path: str | None, errors_path: str | Non
 
     Exits 1 if any row was rejected. With --events, the events file's problems go to
     FILE with `.events` before its suffix (errors.csv -> errors.events.csv)."""
-    from outreach.ingest.roster import check_events_header, import_events, import_patients
+    from outreach.ingest.roster import check_events_header, errors_files, import_events, import_patients
 
     database = engine()
+    inputs = [Path(roster)] + ([Path(events_path)] if events_path is not None else [])
+    # Every report path is checked before anything is read: a bad one must not cost an import.
+    targets = errors_files(Path(errors_path) if errors_path else None, *inputs, engine=database)
     if events_path is not None:
         check_events_header(Path(events_path))  # both headers are checked before anything loads
     progress = _file_progress(as_json)
-    errors = Path(errors_path) if errors_path else None
     loaded = import_patients(database, Path(roster), settings=settings(), progress=progress)
-    results = [(Path(roster), loaded, errors)]
+    results = [(Path(roster), loaded, targets[0])]
     if events_path is not None:
-        events_errors = errors.with_name(f"{errors.stem}.events{errors.suffix}") if errors else None
         result = import_events(database, Path(events_path), settings=settings(), progress=progress)
-        results.append((Path(events_path), result, events_errors))
+        results.append((Path(events_path), result, targets[1]))
     _finish_import(results, as_json)
 
 
@@ -73,11 +74,13 @@ def patients_import(roster: str, events_path: str | None, errors_path: str | Non
 @json_option(_JSON_HELP)
 def events_import(events_file: str, errors_path: str | None, as_json: bool) -> None:
     """Add clinical events by mrn; events already known are left alone. Exits 1 if any row was rejected."""
-    from outreach.ingest.roster import import_events
+    from outreach.ingest.roster import errors_files, import_events
 
+    database = engine()
+    (target,) = errors_files(Path(errors_path) if errors_path else None, Path(events_file), engine=database)
     progress = _file_progress(as_json)
-    result = import_events(engine(), Path(events_file), settings=settings(), progress=progress)
-    _finish_import([(Path(events_file), result, Path(errors_path) if errors_path else None)], as_json)
+    result = import_events(database, Path(events_file), settings=settings(), progress=progress)
+    _finish_import([(Path(events_file), result, target)], as_json)
 
 
 def _file_progress(as_json: bool) -> FileProgress | None:
@@ -95,6 +98,8 @@ def _finish_import(results: list[tuple[Path, Any, Path | None]], as_json: bool) 
         prefix = f"{path.name}: " if len(results) > 1 else ""
         for remark in result.notes:
             note(f"note: {remark}")
+        for warning in result.warnings:
+            note(f"{prefix}warning: {warning}")
         for error in result.errors[:IMPORT_ERRORS_SHOWN]:
             note(f"{prefix}{error.describe()}")
         hidden = len(result.errors) - IMPORT_ERRORS_SHOWN
