@@ -35,10 +35,11 @@ def tick(now: str | None = None) -> dict[str, object]:
 
 
 @app.task(name="outreach.sweep")
-def sweep() -> dict[str, int]:
+def sweep() -> dict[str, object]:
     rt = get_runtime()
-    result = sweeper.sweep(rt.engine, provider=rt.provider, dispatch=dispatch, now=rt.clock())
-    return vars(result)
+    policy = sweeper.SweepPolicy.from_settings(rt.settings)
+    result = sweeper.sweep(rt.engine, provider=rt.provider, dispatch=dispatch, now=rt.clock(), policy=policy)
+    return result.as_dict()
 
 
 def dispatch(ids: Sequence[int]) -> None:

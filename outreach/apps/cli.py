@@ -849,3 +849,7 @@ def sandbox(
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+from outreach.apps.sweep_command import sweep_command  # noqa: E402  (`outreach sweep`, in its own module)
+
+main.add_command(sweep_command)

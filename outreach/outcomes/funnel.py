@@ -46,7 +46,9 @@ JSON (`outreach report --json`), stable::
         }
       ],
       "totals": {"campaigns": 2, "eligible": 2000, "enrolled": 1500, <FIGURES>,
-                 "outcomes": {...}, "handoffs": {...}, "languages": [...]}
+                 "outcomes": {...}, "handoffs": {...}, "languages": [...]},
+      "sender_holds": [{"sender", "scope", "error_code", "http_status", "message", "since",
+                        "seen_at", "next_probe_at"}]   # sending paused for an operator error
     }
 
     <FIGURES> = "planned", "pending", "sent", "delivered", "undelivered", "failed", "canceled",
@@ -72,6 +74,7 @@ from sqlalchemy.orm import Session
 from outreach.campaigns import CampaignFile
 from outreach.errors import UserError
 from outreach.plan.eligibility import count_eligible
+from outreach.send import holds
 from outreach.store.db import session_scope
 from outreach.store.models import (
     Activation,
@@ -192,6 +195,9 @@ class FunnelReport:
     campaigns: list[CampaignFunnel]
     totals: Summary
     languages: dict[str, Summary]
+    # Senders paused for an account or configuration error (outreach.send.holds): the report is
+    # where an operator looks when "pending" does not move.
+    sender_holds: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def eligible(self) -> int | None:
@@ -210,6 +216,7 @@ class FunnelReport:
                 **self.totals.as_json(),
                 "languages": [{"language": lang, **s.as_json()} for lang, s in self.languages.items()],
             },
+            "sender_holds": self.sender_holds,
         }
 
 
@@ -239,13 +246,16 @@ def funnel(
         ids = [campaign_id] if campaign_id is not None else sorted(names)
         cells: dict[Key, Summary] = {}
         _count_all(session, cells, _scope(campaign_id, since))
+        sender_holds = [hold.as_json() for hold in holds.active_holds(session)]
         eligible = {
             cid: count_eligible(session, files[cid], on)
             for cid in ids
             if cid in files and files[cid].is_active(on)
         }
 
-    report = FunnelReport(on=on, since=since, campaigns=[], totals=Summary(), languages={})
+    report = FunnelReport(
+        on=on, since=since, campaigns=[], totals=Summary(), languages={}, sender_holds=sender_holds
+    )
     for cid in ids:
         file = files.get(cid)
         order = [s.id for s in file.steps] if file else []
