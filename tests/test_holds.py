@@ -13,10 +13,12 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from outreach.apps.cli import main
 from outreach.apps.web.app import create_app
 from outreach.clock import clinic_today
 from outreach.config import Settings, get_settings
@@ -249,3 +251,6 @@ def test_healthz_says_degraded_and_why_and_the_report_lists_the_hold(
     report = funnel(engine, campaigns=CAMPAIGNS, on=clinic_today("America/New_York", NOW)).as_json()
     [listed] = report["sender_holds"]
     assert (listed["sender"], listed["error_code"], listed["since"]) == (FROM, 21606, NOW.isoformat())
+    table = CliRunner().invoke(main, ["report"])
+    assert table.exit_code == 0, table.output
+    assert "sending paused: sender +16175550000" in table.output and "21606" in table.output

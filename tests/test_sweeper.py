@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -31,6 +35,7 @@ from outreach.send import batch, reachability, sweeper
 from outreach.send.ratelimit import NoLimit
 from outreach.store.db import session_scope
 from outreach.store.models import Message, MessageStatus
+from tests.conftest import ROOT
 from tests.factories import add_patient, campaign
 
 NOW = dt.datetime(2026, 11, 23, 14, 0)  # Monday 09:00 in New York
@@ -197,6 +202,31 @@ def test_outreach_sweep_runs_one_pass_and_prints_its_figures(
     text = CliRunner().invoke(main, ["sweep", "--no-dispatch"])
     assert text.exit_code == 0, text.output
     assert text.output.startswith("found at the provider 0, queued again 0, failed 0, statuses fetched 0")
+
+
+def test_outreach_sweep_with_the_broker_down_says_so_in_one_line(
+    engine: Engine, twilio_env: SandboxServer
+) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    long_ago = utcnow() - dt.timedelta(minutes=10)
+    with session_scope(engine) as s:  # a queued row the broker lost: the sweep hands it over
+        s.add(Message(step_id="answer:q", kind="answer", phone="+16175550101", body="b", status="queued",
+                      send_at=long_ago, queued_at=long_ago))  # fmt: skip
+    # In a process of its own: Celery keeps the first broker it connects to for the process.
+    env = {k: v for k, v in os.environ.items() if k != "OUTREACH_BROKER_URL"}
+    env |= {"OUTREACH_BROKER_URL": f"redis://127.0.0.1:{port}/0", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", "from outreach.apps.cli import main; main()", "sweep"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "OUTREACH_BROKER_URL" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def _wait(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]

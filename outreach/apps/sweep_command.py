@@ -71,7 +71,7 @@ def _dispatch() -> Dispatch:
         except OperationalError as exc:
             raise UserError(
                 f"OUTREACH_BROKER_URL: cannot hand messages to the workers ({exc}); they stay "
-                "queued and the next sweep hands them over once the broker is back"
+                "queued, and a later sweep hands them over once the broker is back"
             ) from None
 
     return handing_over

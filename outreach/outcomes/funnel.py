@@ -246,16 +246,13 @@ def funnel(
         ids = [campaign_id] if campaign_id is not None else sorted(names)
         cells: dict[Key, Summary] = {}
         _count_all(session, cells, _scope(campaign_id, since))
-        sender_holds = [hold.as_json() for hold in holds.active_holds(session)]
         eligible = {
             cid: count_eligible(session, files[cid], on)
             for cid in ids
             if cid in files and files[cid].is_active(on)
         }
 
-    report = FunnelReport(
-        on=on, since=since, campaigns=[], totals=Summary(), languages={}, sender_holds=sender_holds
-    )
+    report = FunnelReport(on=on, since=since, campaigns=[], totals=Summary(), languages={})
     for cid in ids:
         file = files.get(cid)
         order = [s.id for s in file.steps] if file else []
@@ -283,7 +280,13 @@ def funnel(
             )
         )
     report.languages = dict(sorted(report.languages.items()))
+    report.sender_holds = _sender_holds(engine)
     return report
+
+
+def _sender_holds(engine: Engine) -> list[dict[str, Any]]:
+    with session_scope(engine) as session:
+        return [hold.as_json() for hold in holds.active_holds(session)]
 
 
 def _scope(campaign_id: str | None, since: dt.date | None) -> list[ColumnElement[bool]]:
