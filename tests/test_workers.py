@@ -295,3 +295,12 @@ def test_a_killed_workers_work_is_back_within_a_minute(
     assert delivered() == count
     assert elapsed < 60
     _assert_each_once(sandbox, count)
+
+
+def test_only_sends_are_acknowledged_late() -> None:
+    """A long planning pass must not be handed to a second worker after the 40 s visibility
+    timeout; beat sends tick and sweep again anyway (workers/tasks.py)."""
+    from workers import tasks
+
+    assert tasks.send_messages.acks_late is True
+    assert (tasks.tick.acks_late, tasks.sweep.acks_late) == (False, False)
