@@ -19,6 +19,7 @@ from outreach.campaigns import CampaignFile, DirectoryStamp, directory_stamp, lo
 from outreach.clock import utcnow
 from outreach.config import Settings, get_settings
 from outreach.providers.base import Provider
+from outreach.send.holds import sender_key
 from outreach.send.ratelimit import RateLimiter, limiter_for
 from outreach.store.db import engine_for
 
@@ -47,8 +48,9 @@ class Runtime:
     def sender_id(self) -> str:
         """Who sends, as the rate limit counts it: the messaging service SID, else the from-number.
 
-        Named for what it is, a string key, not the `send.batch.Sender` that does the sending."""
-        return self.settings.twilio_messaging_service_sid or self.settings.twilio_from_number or "default"
+        Named for what it is, a string key, not the `send.batch.Sender` that does the sending; the
+        same key names the sender's holds (outreach.send.holds)."""
+        return sender_key(self.settings)
 
     @property
     def provider(self) -> Provider:

@@ -414,11 +414,12 @@ def test_beat_command_starts_and_schedules_tick_and_sweep(broker: str, tmp_path:
     assert beat.proc.returncode == 0, beat.output()
     with shelve.open(str(schedule), flag="r") as store:
         entries = store["entries"]
-    assert {name: entries[name].task for name in ("tick-every-minute", "sweep-every-minute")} == {
+    assert {name: entries[name].task for name in ("tick-every-minute", "sweep")} == {
         "tick-every-minute": "outreach.tick",
-        "sweep-every-minute": "outreach.sweep",
+        "sweep": "outreach.sweep",
     }
     assert entries["tick-every-minute"].schedule.run_every.total_seconds() == 60
+    assert entries["sweep"].schedule.run_every.total_seconds() == 15  # OUTREACH_SWEEP_EVERY
 
 
 def _free_port() -> int:

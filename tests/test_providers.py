@@ -18,7 +18,7 @@ from urllib3.exceptions import NewConnectionError, ProtocolError
 
 from outreach.config import get_settings
 from outreach.errors import UserError
-from outreach.providers import AmbiguousError, PermanentError, RetryableError
+from outreach.providers import AmbiguousError, OperatorError, PermanentError, RetryableError
 from outreach.providers.console import ConsoleProvider
 from outreach.providers.twilio import TwilioProvider, classify_http, classify_transport
 from outreach.sandbox import SandboxServer
@@ -202,14 +202,18 @@ def test_configured_rejection_and_unknown_sid(twilio_env: SandboxServer) -> None
     assert (missing.value.code, missing.value.http_status) == (20404, 404)
 
 
-def test_wrong_credentials_answer_401_and_are_retryable(
+def test_wrong_credentials_answer_401_and_are_an_operator_error(
     twilio_env: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Not the row's fault, not worth a retry of the row either: the sender is held until fixed."""
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "not-the-token")
     get_settings.cache_clear()
-    with pytest.raises(RetryableError) as caught:
-        TwilioProvider(get_settings()).send(to=PATIENT, body="hello")
+    provider = TwilioProvider(get_settings())
+    with pytest.raises(OperatorError) as caught:
+        provider.send(to=PATIENT, body="hello")
     assert (caught.value.code, caught.value.http_status) == (20003, 401)
+    with pytest.raises(RetryableError):  # a look-up by the sweeper is only postponed
+        provider.fetch("SM" + "0" * 32)
     answer = requests.get(
         f"{twilio_env.url}/2010-04-01/Accounts/{twilio_env.account_sid}/Messages.json",
         auth=(twilio_env.account_sid, "not-the-token"),

@@ -510,6 +510,7 @@ def test_every_figure_of_the_full_report(history: Engine) -> None:
         "since": None,
         "campaigns": [EXPECTED_ALPHA, EXPECTED_BETA],
         "totals": EXPECTED_TOTALS,
+        "sender_holds": [],
     }
 
 

@@ -33,10 +33,27 @@ app.conf.update(
     # A worker started before Redis is up keeps trying to connect instead of exiting (Celery 6 will
     # stop retrying the first connection unless told to).
     broker_connection_retry_on_startup=True,
-    # Redis hands an unacknowledged task to another worker after this long. An hour is far beyond
-    # any task (a send batch takes seconds), so only a dead worker's tasks come back; a duplicate
-    # delivery is harmless anyway, because the outbox's claim lets exactly one run send a row.
-    broker_transport_options={"visibility_timeout": 3600},
+    # How a killed worker's tasks come back. With late acks (below) a task stays "unacknowledged"
+    # in Redis from its delivery to a worker until it has run; Redis has no idea whether that
+    # worker still lives, so every live worker scans, every `unacked_restore_interval` seconds
+    # (`unacked_restore_throttle` 1: each scan really reads Redis, one small ZRANGE), for tasks
+    # unacknowledged longer than `visibility_timeout` and puts them back on the queue.
+    #
+    # The timeout is set against the longest a send task runs: its rows are claimed CLAIM_CHUNK at
+    # a time and each claim lasts at most CLAIM_LEASE_S (20 s, outreach/send/batch.py), so a task
+    # of 20 ids takes seconds at a normal rate and about 40 s at most when it waits for rate tokens.
+    # A task that outlives the timeout anyway is simply run a second time, which is harmless: the
+    # outbox's claim lets exactly one run send each row, the other finds it taken. So the timeout
+    # is a trade between waste and recovery time, not a correctness bound, and 40 s brings a dead
+    # worker's unstarted rows back within 45 s (tests/test_workers.py measures it). The rows it
+    # had claimed come back through the sweeper (OUTREACH_SWEEP_SENDING_AFTER + SWEEP_EVERY).
+    # The outreach engine never uses countdown/eta (DESIGN.md §7.5), which a short visibility
+    # timeout would run twice.
+    broker_transport_options={
+        "visibility_timeout": 40,
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+    },
     # Acknowledge a task after it ran, not when it arrived: a worker killed mid-task leaves the
     # message unacknowledged, so it is delivered again instead of lost (DESIGN.md §7.5).
     task_acks_late=True,
@@ -50,6 +67,8 @@ app.conf.update(
     # At most one unacknowledged task per thread (Celery's default is four): with late acks a task
     # reserved but not started is held from every other worker, so a deeper prefetch lets one busy
     # worker sit on sends that idle workers could run, and redeliver all of them late if it dies.
+    # With a thread pool and one per thread, every reserved task is a running task: a task never
+    # waits in a worker's buffer long enough to outlive the visibility timeout unstarted.
     worker_prefetch_multiplier=1,
     # Sending is I/O-bound (waiting on Twilio and on the rate limiter), so threads, not processes:
     # one process shares the database pool, the limiter and the HTTP connections (outreach/runtime.py).
@@ -60,12 +79,6 @@ app.conf.update(
     # Keep the process's own logging set-up (the CLI's, uvicorn's, an operator's); Celery would
     # otherwise replace the root logger's handlers with its own.
     worker_hijack_root_logger=False,
-    # `celery -A workers beat`: one scheduler pass and one sweep a minute. Both are idempotent, so
-    # a second beat (or a manual `outreach tick`) is harmless.
-    beat_schedule={
-        "tick-every-minute": {"task": "outreach.tick", "schedule": 60.0},
-        "sweep-every-minute": {"task": "outreach.sweep", "schedule": 60.0},
-    },
 )
 
 
@@ -83,9 +96,20 @@ class SettingError(UserError, click.ClickException):
 def _from_settings() -> dict[str, Any]:
     """The settings-dependent options, read when Celery first needs its configuration."""
     try:
-        return {"broker_url": get_settings().broker_url}
+        settings = get_settings()
     except UserError as exc:
         raise SettingError(str(exc)) from None
+    return {
+        "broker_url": settings.broker_url,
+        # `celery -A workers beat`: a scheduler pass a minute and a sweep every
+        # OUTREACH_SWEEP_EVERY (15 s by default: the rows a killed worker had claimed come back
+        # within SWEEP_SENDING_AFTER + SWEEP_EVERY). Both are idempotent, so a second beat (or a
+        # manual `outreach tick` or `outreach sweep`) is harmless.
+        "beat_schedule": {
+            "tick-every-minute": {"task": "outreach.tick", "schedule": 60.0},
+            "sweep": {"task": "outreach.sweep", "schedule": settings.sweep_every.total_seconds()},
+        },
+    }
 
 
 app.add_defaults(_from_settings)

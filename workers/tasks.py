@@ -1,4 +1,12 @@
-"""Celery tasks: thin wrappers that call the engine with this process's runtime."""
+"""Celery tasks: thin wrappers that call the engine with this process's runtime.
+
+`send_messages` is acknowledged late (workers/app.py): a killed worker's sends come back through
+the broker after its short visibility timeout. `tick` and `sweep` are acknowledged on receipt
+instead: beat sends them again every minute (every OUTREACH_SWEEP_EVERY) anyway, and a planning
+pass can outlast the visibility timeout, which would otherwise hand a still-running tick to a
+second worker every 40 s, each copy holding a thread and a connection while it waits for the
+planning lock.
+"""
 
 from __future__ import annotations
 
@@ -27,18 +35,19 @@ def send_messages(ids: list[int]) -> dict[str, int]:
     return {"claimed": result.claimed, "sent": result.sent, "skipped": result.skipped}
 
 
-@app.task(name="outreach.tick")
+@app.task(name="outreach.tick", acks_late=False)
 def tick(now: str | None = None) -> dict[str, object]:
     rt = get_runtime()
     at = naive_utc(dt.datetime.fromisoformat(now)) if now else rt.clock()
     return scheduler.tick(rt.engine, rt.campaigns, settings=rt.settings, now=at, dispatch=dispatch).as_dict()
 
 
-@app.task(name="outreach.sweep")
-def sweep() -> dict[str, int]:
+@app.task(name="outreach.sweep", acks_late=False)
+def sweep() -> dict[str, object]:
     rt = get_runtime()
-    result = sweeper.sweep(rt.engine, provider=rt.provider, dispatch=dispatch, now=rt.clock())
-    return vars(result)
+    policy = sweeper.SweepPolicy.from_settings(rt.settings)
+    result = sweeper.sweep(rt.engine, provider=rt.provider, dispatch=dispatch, now=rt.clock(), policy=policy)
+    return result.as_dict()
 
 
 def dispatch(ids: Sequence[int]) -> None:

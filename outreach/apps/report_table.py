@@ -44,6 +44,14 @@ Section = list[tuple[str, Figures, bool]]
 def print_report(report: FunnelReport, console: Console) -> None:
     """Per campaign: steps, the campaign's total and its languages as rows; then all campaigns."""
     since = f" for enrollments since {report.since}" if report.since else ""
+    for hold in report.sender_holds:
+        scope = f" (to {hold['scope']} numbers)" if hold["scope"] != "all" else ""
+        code = hold["error_code"] or f"HTTP {hold['http_status']}"
+        console.print(
+            f"[red]sending paused[/red]: sender {escape(hold['sender'])}{scope} since {hold['since']}: "
+            f"{code}: {escape(hold['message'])} (messages stay queued; fix the setup, then `outreach sweep`)",
+            soft_wrap=True,
+        )
     if not report.campaigns:
         console.print(f"no campaigns{since}", soft_wrap=True)
         return

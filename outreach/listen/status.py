@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 from outreach.listen import consent
 from outreach.phones import mask
 from outreach.providers.twilio_codes import ERROR_MESSAGES, OPT_OUT_CODES
+from outreach.send import reachability
 from outreach.store import sql
 from outreach.store.models import AuditEntry, Message, MessageStatus
 from outreach.store.statuses import RANK
@@ -122,6 +123,8 @@ def apply_status(
                 return Outcome.stale
     if error_code in OPT_OUT_CODES and phone:
         consent.record_opt_out(session, phone, by=f"twilio:{error_code}", at=at, actor="twilio")
+    if phone:
+        reachability.record(session, phone, code=error_code, at=at)  # 30005/30006: plan no more for it
     log.info("status %s for %s: %s (%s)", status, sid, outcome, mask(phone or ""))
     return outcome
 

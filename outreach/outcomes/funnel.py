@@ -46,7 +46,9 @@ JSON (`outreach report --json`), stable::
         }
       ],
       "totals": {"campaigns": 2, "eligible": 2000, "enrolled": 1500, <FIGURES>,
-                 "outcomes": {...}, "handoffs": {...}, "languages": [...]}
+                 "outcomes": {...}, "handoffs": {...}, "languages": [...]},
+      "sender_holds": [{"sender", "scope", "error_code", "http_status", "message", "since",
+                        "seen_at", "next_probe_at"}]   # sending paused for an operator error
     }
 
     <FIGURES> = "planned", "pending", "sent", "delivered", "undelivered", "failed", "canceled",
@@ -72,6 +74,7 @@ from sqlalchemy.orm import Session
 from outreach.campaigns import CampaignFile
 from outreach.errors import UserError
 from outreach.plan.eligibility import count_eligible
+from outreach.send import holds
 from outreach.store.db import session_scope
 from outreach.store.models import (
     Activation,
@@ -192,6 +195,9 @@ class FunnelReport:
     campaigns: list[CampaignFunnel]
     totals: Summary
     languages: dict[str, Summary]
+    # Senders paused for an account or configuration error (outreach.send.holds): the report is
+    # where an operator looks when "pending" does not move.
+    sender_holds: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def eligible(self) -> int | None:
@@ -210,6 +216,7 @@ class FunnelReport:
                 **self.totals.as_json(),
                 "languages": [{"language": lang, **s.as_json()} for lang, s in self.languages.items()],
             },
+            "sender_holds": self.sender_holds,
         }
 
 
@@ -273,7 +280,13 @@ def funnel(
             )
         )
     report.languages = dict(sorted(report.languages.items()))
+    report.sender_holds = _sender_holds(engine)
     return report
+
+
+def _sender_holds(engine: Engine) -> list[dict[str, Any]]:
+    with session_scope(engine) as session:
+        return [hold.as_json() for hold in holds.active_holds(session)]
 
 
 def _scope(campaign_id: str | None, since: dt.date | None) -> list[ColumnElement[bool]]:

@@ -3,7 +3,8 @@
 Planning must scale to millions of patients, so the whole audience is a single set-based query:
 age becomes a range on the indexed `birth_date`, each care gap an anti-join (NOT EXISTS) on
 `patient_events` served by `ix_patient_events_kind_mrn_date`, and opted-out numbers an anti-join on
-`phone_consents`. Nothing here loops over patients in Python.
+`phone_consents` (numbers that cannot receive texts, one on `unreachable_numbers`). Nothing here
+loops over patients in Python.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, CareGap, add_months
 from outreach.listen.consent import number_opted_out
+from outreach.send.reachability import number_unreachable
 from outreach.store.models import Patient, PatientEvent
 
 # What planning and preview need about each eligible patient (no birth date, no last name).
@@ -89,6 +91,7 @@ def eligible_patients(campaign: CampaignFile, on: dt.date) -> EligibleSelect:
         conditions.append(Patient.sex == audience.sex)
     conditions.extend(~_gap_closed(gap, on) for gap in audience.care_gap)
     conditions.append(~number_opted_out(Patient.phone))
+    conditions.append(~number_unreachable(Patient.phone))  # not mobile, invalid, landline (per number)
     return select(*ELIGIBLE_COLUMNS).where(and_(*conditions))
 
 

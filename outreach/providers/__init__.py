@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from outreach.providers.base import (
     AmbiguousError,
+    OperatorError,
     PermanentError,
     Provider,
     ProviderError,
@@ -18,6 +19,7 @@ from outreach.providers.base import (
 
 __all__ = [
     "AmbiguousError",
+    "OperatorError",
     "PermanentError",
     "Provider",
     "ProviderError",

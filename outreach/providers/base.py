@@ -3,7 +3,8 @@
 The error classes are the contract that keeps invariant 4 ("honest retries") honest: the sender
 may resend only when the provider *provably* created nothing (RetryableError); a PermanentError
 is recorded with the provider's code; an AmbiguousError means a message may exist and must be
-reconciled with `fetch`/`list_to`, never resent blindly.
+reconciled with `fetch`/`list_to`, never resent blindly; an OperatorError says the account or the
+sender is misconfigured, which no message can fix: the sender pauses instead of failing rows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class ProviderMessage:
     date_created: dt.datetime | None
     num_segments: int | None
     body: str | None = None  # lets the sweeper tell our message from another one to the same number
+    date_updated: dt.datetime | None = None  # when the status last moved (the sweeper records it)
 
 
 class ProviderError(Exception):
@@ -58,6 +60,27 @@ class PermanentError(ProviderError):
 
     def __repr__(self) -> str:
         return f"PermanentError(code={self.code!r}, message={self.message!r})"
+
+
+class OperatorError(ProviderError):
+    """The account or the sender's setup refuses every message alike (bad credentials, a from-number
+    that cannot text, a missing region permission, a broken Messaging Service): nothing was created.
+
+    Failing the row would be wrong twice over: the patient's number is fine, and the scheduler
+    cancels every later step after a failed one, so one misconfiguration would lose whole
+    campaigns. The sender puts the row back and holds the sender until a probe succeeds
+    (outreach.send.holds).
+    """
+
+    def __init__(self, code: int | None, http_status: int | None, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status
+
+    def __repr__(self) -> str:
+        return (
+            f"OperatorError(code={self.code!r}, http_status={self.http_status!r}, message={self.message!r})"
+        )
 
 
 class AmbiguousError(ProviderError):

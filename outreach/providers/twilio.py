@@ -2,12 +2,15 @@
 
 The sort is the point of this module: a blind retry of a POST that Twilio did accept is a
 duplicate text to a patient, so only failures that provably created nothing are retryable, and a
-request that left without an answer is ambiguous and must be reconciled by looking it up.
+request that left without a readable answer is ambiguous and must be reconciled by looking it up.
+Errors about the account or the sender (twilio_codes.OPERATOR_CODES) are the operator's to fix,
+not the row's: they come back as OperatorError.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -27,11 +30,13 @@ from outreach.errors import UserError
 from outreach.phones import mask
 from outreach.providers.base import (
     AmbiguousError,
+    OperatorError,
     PermanentError,
     ProviderError,
     ProviderMessage,
     RetryableError,
 )
+from outreach.providers.twilio_codes import OPERATOR_CODES, OPERATOR_HTTP
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +46,10 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_VALIDITY_PERIOD_S = 4 * 3600
 
 _RATE_LIMITED = 20429
-# A gateway timeout is returned after the backend may already have created the message.
-_AMBIGUOUS_HTTP = {504}
+# Answers from a gateway in front of Twilio's API (bad gateway, gateway timeout): the gateway may
+# have forwarded the request, and the backend created the message, before it gave up. A 500 or a
+# 503 comes from the API itself, which answers them only for requests it did not carry out.
+_AMBIGUOUS_HTTP = {502, 504}
 _PHONE_IN_TEXT = re.compile(r"(?<![\w/])\+?\d[\d\s().-]{6,}\d(?!\w)")
 
 T = TypeVar("T")
@@ -104,6 +111,10 @@ class TwilioProvider:
         if self.validity_period is not None:
             params["validity_period"] = self.validity_period
         message = _call(lambda: self.messages.create(**params), creates=True)
+        if not isinstance(message.sid, str) or not message.sid:
+            # A 2xx whose JSON has no sid (a proxy's own page, an empty object): something answered,
+            # so the message may exist; never record a made-up sid.
+            raise AmbiguousError("Twilio's answer has no message sid; the message may exist")
         log.debug("twilio accepted %s to %s (%s)", message.sid, mask(to), message.status)
         return _provider_message(message)
 
@@ -158,6 +169,7 @@ def _provider_message(instance: Any) -> ProviderMessage:
         # Twilio reports 0 segments until a Messaging Service has picked a sender.
         num_segments=segments or None,
         body=instance.body,
+        date_updated=instance.date_updated if isinstance(instance.date_updated, dt.datetime) else None,
     )
 
 
@@ -167,25 +179,38 @@ def _call(action: Callable[[], T], *, creates: bool) -> T:
     except ProviderError:
         raise
     except (TwilioRestException, TwilioServiceException) as exc:
-        raise classify_http(exc.status, exc.code, _clean(_message_of(exc))) from exc
+        raise classify_http(exc.status, exc.code, _clean(_message_of(exc)), creates=creates) from exc
     except rq.RequestException as exc:
         raise classify_transport(exc, creates=creates) from exc
+    except json.JSONDecodeError as exc:
+        # A 2xx whose body is not JSON (a proxy's HTML page, a truncated answer): the client's
+        # json.loads raises it straight through. Something accepted the request.
+        raise _unsure(f"Twilio's answer is not JSON ({exc.msg}); the message may exist", creates) from exc
     except TwilioException as exc:
-        # The client could not read the answer (for example a body that is not JSON).
+        # The client could not read the answer otherwise.
         raise _unsure(f"unreadable answer from Twilio: {_clean(str(exc))}", creates) from exc
 
 
-def classify_http(http_status: int, code: int | None, message: str) -> ProviderError:
-    """An HTTP error answer -> retry (429/5xx: nothing created), ambiguous (504) or permanent (4xx)."""
+def classify_http(http_status: int, code: int | None, message: str, *, creates: bool = True) -> ProviderError:
+    """An HTTP error answer -> retry (429, 500, 503: nothing created), ambiguous (502, 504 on a
+    create: a gateway may have forwarded it), operator (the account or sender is misconfigured,
+    on a create) or permanent (the rest of 4xx: this message is refused)."""
     if http_status == 429 or code == _RATE_LIMITED:
         return RetryableError(code, http_status, message)
     if http_status in _AMBIGUOUS_HTTP:
-        return AmbiguousError(f"HTTP {http_status}: {message}")
+        return _unsure(f"HTTP {http_status}: {message}", creates)
     if http_status >= 500:
         return RetryableError(code, http_status, message)
-    if http_status == 401:
-        # Wrong credentials fail every message alike; fixing them must let the same rows go out.
-        return RetryableError(code, http_status, message)
+    if not creates:
+        # A lookup that fails for the account (401/403) is simply postponed; 20404 on a lookup
+        # means "no such message", which reconciliation relies on.
+        if http_status in OPERATOR_HTTP:
+            return RetryableError(code, http_status, message)
+        return PermanentError(code, message, http_status)
+    if http_status in OPERATOR_HTTP or code in OPERATOR_CODES:
+        # Wrong credentials or a broken sender fail every message alike; fixing them must let the
+        # same rows go out, so no row is failed for it.
+        return OperatorError(code, http_status, message)
     return PermanentError(code, message, http_status)
 
 

@@ -257,6 +257,9 @@ def _validated(state: SandboxState, form: dict[str, str]) -> dict[str, Any]:
             from_ = raw_from
         if from_ is None:
             raise TwilioError(400, 21212, from_=raw_from)
+    refused = state.config.reject_from.get(from_ or service)
+    if refused is not None:  # the sender's own setup is refused (an operator error, e.g. 21606)
+        raise TwilioError(400, refused, from_=raw_from, service=service)
     rule_key = normalize_number(raw_to) or raw_to
     rejected = state.config.reject.get(rule_key)
     if rejected is not None:

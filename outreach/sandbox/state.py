@@ -83,6 +83,11 @@ class SandboxConfig(BaseModel):
     p_timeout: float = Field(0, ge=0, le=1, description="probability a create is recorded but not answered")
     timeout_hold_s: float = Field(30, gt=0, description="how long such an answer is held back")
     reject: dict[str, int] = Field(default_factory=lambda: dict(MAGIC_REJECTS))
+    reject_from: dict[str, int] = Field(
+        default_factory=dict,
+        description="sender (From number or MessagingServiceSid) -> error code answered to every "
+        "create from it, e.g. 21606 for a number that cannot text: an operator's misconfiguration",
+    )
     outcomes: dict[str, DeliveryOutcome] = Field(default_factory=dict)
     queued_after_s: float = Field(0, ge=0, description="accepted -> queued (Messaging Service)")
     sent_after_s: float = Field(0.05, ge=0, description="queued -> sent")
@@ -98,7 +103,7 @@ class SandboxConfig(BaseModel):
     )
     seed: int | None = None
 
-    @field_validator("reject", "outcomes", mode="before")
+    @field_validator("reject", "reject_from", "outcomes", mode="before")
     @classmethod
     def _e164_keys(cls, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -454,6 +459,7 @@ ERROR_MESSAGES: dict[int, str] = {
     21602: "Message body is required.",
     21603: "A 'From' phone number is required.",
     21604: "A 'To' phone number is required.",
+    21606: "The 'From' phone number provided is not a valid message-capable Twilio phone number.",
     21609: "Invalid StatusCallback url",
     21610: "Attempt to send to unsubscribed recipient",
     21612: "The 'To' phone number: {to}, is not currently reachable via SMS.",

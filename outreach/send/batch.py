@@ -1,11 +1,13 @@
 """Send outbox rows: claim, re-check consent and window, take a rate token, call the provider,
 record the outcome (DESIGN.md §7 invariants 1-4).
 
-The claim (`queued → sending`, one conditional UPDATE) is the only door to the provider, so any
-number of workers and duplicate task deliveries still send each row at most once. Outcomes:
-accepted → `sent`; retryable → back to `planned` with a backed-off time (the scheduler re-enqueues
-it: nothing waits in the broker); permanent → `failed` with Twilio's code; ambiguous → `unknown`,
-left for the sweeper to look up at the provider instead of sending again.
+The claim (`queued → sending`, one conditional UPDATE: outreach.send.claim) is the only door to
+the provider, so any number of workers and duplicate task deliveries still send each row at most
+once. Outcomes (outreach.send.outcomes): accepted → `sent`; retryable → back to `planned` with a
+backed-off time (the scheduler re-enqueues it: nothing waits in the broker); permanent → `failed`
+with Twilio's code; ambiguous → `unknown`, left for the sweeper to look up at the provider instead
+of sending again; an account or configuration error → back to `queued` and the sender held
+(outreach.send.holds) until a probe is accepted.
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
-from sqlalchemy import Engine, Table, bindparam, select, update
+from sqlalchemy import Engine, Table, bindparam, update
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile
@@ -29,19 +30,41 @@ from outreach.listen import consent, status
 from outreach.phones import mask
 from outreach.plan.pacing import Pacer, recipient
 from outreach.plan.windows import is_open
-from outreach.providers.base import AmbiguousError, PermanentError, Provider, RetryableError
+from outreach.providers.base import (
+    AmbiguousError,
+    OperatorError,
+    PermanentError,
+    Provider,
+    RetryableError,
+)
 from outreach.providers.twilio_codes import OPT_OUT_CODES
+from outreach.send import holds, outcomes, reachability
+from outreach.send.claim import Claimed, claim, claim_probe, still_queued
+from outreach.send.outcomes import MAX_ATTEMPTS, backoff
 from outreach.send.ratelimit import RateLimiter
 from outreach.store.db import session_scope
-from outreach.store.models import Enrollment, Message, MessageKind, MessageStatus, Patient
+from outreach.store.models import Message, MessageKind, MessageStatus
+
+__all__ = [
+    "CLAIM_CHUNK",
+    "CLAIM_LEASE_S",
+    "CONSENT_FRESH_S",
+    "MAX_ATTEMPTS",
+    "OPT_OUT_CODES",
+    "BatchResult",
+    "Sender",
+    "backoff",
+    "claim",
+    "send_batch",
+]
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 6
-# Longest a claimed chunk waits for rate tokens, all its rows together; the rest then go back to
-# `queued`. Well below the sweeper's SENDING_TOO_LONG, so a row is never held in `sending` long
-# enough to look abandoned (and be queued again while this worker still means to send it).
-THROTTLE_TIMEOUT_S = 30.0
+# The claim's lease: a claimed row is handed to the provider within this long of its claim, or
+# goes back to `queued` unsent (its rate token did not come in time: the slot is someone else's).
+# The sweeper's OUTREACH_SWEEP_SENDING_AFTER (at least 40 s) must exceed this plus the provider's
+# HTTP timeout (10 s), so a stale `sending` row it puts back is one no live worker will still send.
+CLAIM_LEASE_S = 20.0
 CLAIM_CHUNK = 10  # rows claimed per transaction: at most this many wait in `sending` for tokens
 RECORD_WITHIN = dt.timedelta(seconds=1)  # an accepted row is recorded at most this late
 CONSENT_FRESH_S = 1.0  # a row whose opt-out check is older than this (waiting for tokens) is checked again
@@ -58,28 +81,14 @@ class BatchResult:
     unknown: int = 0
     skipped: int = 0  # not `queued` any more: another worker has it, or it was canceled
     throttled: int = 0  # no rate token in time: back to `queued` for the sweeper to dispatch again
+    held: int = 0  # the sender is held (outreach.send.holds): left, or put back, `queued`
     by_id: dict[int, str] = field(default_factory=dict)
 
-    def count(self, message_id: int, outcome: str) -> None:
+    def count(self, message_id: int, outcome: str, *, won: bool = True) -> None:
         self.by_id[message_id] = outcome
         setattr(self, outcome, getattr(self, outcome) + 1)
-        if outcome != "skipped":
+        if won:
             self.claimed += 1
-
-
-@dataclass(frozen=True)
-class _Claimed:
-    id: int
-    phone: str
-    body: str
-    segments: int
-    kind: str
-    attempts: int
-    campaign_id: str | None
-    timezone: str | None
-    phone_zones: str | None
-    postal_code: str | None
-    opted_out: bool
 
 
 @dataclass(frozen=True)
@@ -90,15 +99,19 @@ class _Accepted:
     at: dt.datetime
 
 
-def backoff(attempts: int) -> dt.timedelta:
-    """Exponential with full jitter: 30 s, 1 min, 2 min … capped at 30 min."""
-    ceiling = min(30 * 2 ** max(attempts - 1, 0), 1800)
-    return dt.timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+@dataclass
+class _Chunk:
+    """One claim's rows on their way to the provider."""
+
+    ready: list[Claimed]
+    probes: dict[int, int]  # message id -> the hold whose probe it is
+    deadline: float  # monotonic: the claim's lease ends
+    held_scopes: list[str] = field(default_factory=list)  # holds placed while sending this chunk
 
 
 _outbox = cast(Table, Message.__table__)
-# Built once: the sender runs them for every message, and a statement built per call costs more
-# worker CPU than its round trip. Core (not ORM) statements: there are no objects to keep in sync.
+# Built once: the sender runs it for every message, and a statement built per call costs more
+# worker CPU than its round trip. Core (not ORM): there are no objects to keep in sync.
 _RECORD_ACCEPTED = (
     update(_outbox)
     .where(_outbox.c.id == bindparam("b_id"), _outbox.c.status == MessageStatus.sending)
@@ -125,6 +138,10 @@ class Sender:
     consent_fresh_s: float = CONSENT_FRESH_S
     monotonic: Callable[[], float] = time.monotonic  # elapsed real time: token waits, consent age
 
+    @property
+    def sender(self) -> str:
+        return holds.sender_key(self.settings)
+
     def send(self, ids: Sequence[int]) -> BatchResult:
         """Send the given outbox rows; safe to call twice with the same ids (the claim decides).
 
@@ -139,34 +156,8 @@ class Sender:
         unique = list(dict.fromkeys(ids))
         try:
             for start in range(0, len(unique), CLAIM_CHUNK):
-                chunk = unique[start : start + CLAIM_CHUNK]
-                now = self.clock()
-                with ledger.writing(self.engine) as session:
-                    claimed = claim(session, chunk, now)
-                    ready = self._screen(session, claimed, now, result)
-                won = {row.id for row in claimed}
-                for message_id in chunk:
-                    if message_id not in won:
-                        result.count(message_id, "skipped")
-                checked = self.monotonic()
-                deadline = checked + THROTTLE_TIMEOUT_S
-                refused: set[str] = set()
-                for position, row in enumerate(ready):
-                    if not self._take_token(row, deadline):
-                        self._release([r.id for r in ready[position:]], result)
-                        break
-                    if self.monotonic() - checked > self.consent_fresh_s:
-                        # A STOP can land while a claimed row waits for its token; check the rest again.
-                        refused = self._opted_out([r.phone for r in ready[position:]])
-                        checked = self.monotonic()
-                    if row.phone in refused:
-                        self._cancel_opted_out(row)
-                        result.count(row.id, "canceled")
-                        continue
-                    outcome = self._send_row(row, ledger)
-                    result.count(row.id, outcome)
-                    if ledger.due(self.clock()):
-                        self._write_all(ledger)
+                chunk = self._claim(unique[start : start + CLAIM_CHUNK], ledger, result)
+                self._send_chunk(chunk, ledger, result)
         except BaseException:
             # Record what the provider already accepted before giving up: those rows would
             # otherwise wait in `sending` for the sweeper to find them at the provider.
@@ -176,33 +167,126 @@ class Sender:
         self._write_all(ledger)
         return result
 
+    def _claim(self, ids: list[int], ledger: _Ledger, result: BatchResult) -> _Chunk:
+        """Claim `ids` (and a held row when a hold's probe is due), screen them, count the rest."""
+        started = self.monotonic()  # the lease runs from before the claim, never from after it
+        now = self.clock()
+        with ledger.writing(self.engine) as session:
+            claimed = claim(session, ids, now, self.sender)
+            probes: dict[int, int] = {}
+            if len(claimed) < len(ids):
+                claimed += self._held_and_probes(session, ids, claimed, now, probes, result)
+            ready = self._screen(session, claimed, now, result, probes)
+        won = {row.id for row in claimed}
+        for message_id in ids:
+            if message_id not in won and message_id not in result.by_id:
+                result.count(message_id, "skipped", won=False)
+        return _Chunk(ready, probes, started + CLAIM_LEASE_S)
+
+    def _held_and_probes(
+        self,
+        session: Session,
+        ids: list[int],
+        claimed: list[Claimed],
+        now: dt.datetime,
+        probes: dict[int, int],
+        result: BatchResult,
+    ) -> list[Claimed]:
+        """Rows a hold kept `queued` are counted `held`; for each hold whose probe is due, one of
+        them is claimed after all (the probe), so a fixed setup is noticed without an operator."""
+        won = {row.id for row in claimed}
+        waiting = still_queued(session, [i for i in ids if i not in won])
+        active = sorted(holds.active_holds(session, self.sender), key=lambda h: len(h.scope))
+        probe_rows: list[Claimed] = []
+        for message_id, phone in waiting:
+            hold = next((h for h in active if h.covers(phone)), None)
+            if hold is None:
+                continue  # queued, not held: claimed and finished by another worker meanwhile
+            due = hold.probe_at <= now and hold.id not in probes.values()
+            if due and holds.take_probe(session, hold.id, now, self.settings.hold_probe_after):
+                rows = claim_probe(session, message_id, now)
+                if rows:
+                    probes[message_id] = hold.id
+                    probe_rows += rows
+                    log.info("sender %s held: message %s probes whether it is fixed", self.sender, message_id)
+                    continue
+            result.count(message_id, "held", won=False)
+        return probe_rows
+
+    def _screen(
+        self,
+        session: Session,
+        claimed: list[Claimed],
+        now: dt.datetime,
+        result: BatchResult,
+        probes: dict[int, int],
+    ) -> list[Claimed]:
+        """Re-check consent, reachability and the send window for freshly claimed rows; returns
+        those to send. A probe that is not sent now gives its turn back to its hold."""
+        ready: list[Claimed] = []
+        for row in claimed:
+            outcome = self._screened_out(session, row, now)
+            if outcome is None:
+                ready.append(row)
+                continue
+            result.count(row.id, outcome)
+            if row.id in probes:
+                holds.give_back_probe(session, probes.pop(row.id), now)
+        return ready
+
+    def _screened_out(self, session: Session, row: Claimed, now: dt.datetime) -> str | None:
+        if row.opted_out:
+            outcomes.cancel(session, row.id, now, consent.CANCEL_REASON)
+            return "canceled"
+        if row.kind != MessageKind.outreach:
+            return None
+        if row.unreachable:
+            # Planned before the number was marked: outreach to it would be refused again.
+            outcomes.cancel(session, row.id, now, reachability.CANCEL_REASON)
+            return "canceled"
+        campaign = self.campaigns.get(row.campaign_id) if row.campaign_id else None
+        if campaign is None:
+            return None
+        later = _outside_window(session, row, campaign, self.settings, now)
+        if later is None:
+            return None
+        outcomes.finish(session, row.id, now, status=MessageStatus.planned, send_at=later, queued_at=None)
+        log.info("message %s to %s moved to the next opening %s", row.id, mask(row.phone), later)
+        return "rescheduled"
+
+    def _send_chunk(self, chunk: _Chunk, ledger: _Ledger, result: BatchResult) -> None:
+        checked = self.monotonic()
+        refused: set[str] = set()
+        for position, row in enumerate(chunk.ready):
+            if any(row.phone.startswith(scope) for scope in chunk.held_scopes):
+                self._put_back(chunk, [row], result, "held")
+                continue
+            if not self._take_token(row, chunk.deadline):
+                self._put_back(chunk, chunk.ready[position:], result, "throttled")
+                return
+            if self.monotonic() - checked > self.consent_fresh_s:
+                # A STOP can land while a claimed row waits for its token; check the rest again.
+                refused = self._opted_out([r.phone for r in chunk.ready[position:]])
+                checked = self.monotonic()
+            if row.phone in refused:
+                self._cancel_opted_out(row)
+                result.count(row.id, "canceled")
+                continue
+            if self.monotonic() > chunk.deadline:
+                # The lease is over (a slow consent check): the sweeper may already think this row
+                # abandoned, so it must not reach the provider from here.
+                self._put_back(chunk, chunk.ready[position:], result, "throttled")
+                return
+            result.count(row.id, self._send_row(row, ledger, chunk))
+            if ledger.due(self.clock()):
+                self._write_all(ledger)
+
     def _write_all(self, ledger: _Ledger) -> None:
         while ledger.pending():
             with ledger.writing(self.engine):
                 pass
 
-    def _screen(
-        self, session: Session, claimed: list[_Claimed], now: dt.datetime, result: BatchResult
-    ) -> list[_Claimed]:
-        """Re-check consent and the send window for freshly claimed rows; returns those to send."""
-        ready: list[_Claimed] = []
-        for row in claimed:
-            if row.opted_out:
-                _cancel_opted_out(session, row.id, now)
-                result.count(row.id, "canceled")
-                continue
-            campaign = self.campaigns.get(row.campaign_id) if row.campaign_id else None
-            if row.kind == MessageKind.outreach and campaign is not None:
-                later = _outside_window(session, row, campaign, self.settings, now)
-                if later is not None:
-                    _finish(session, row.id, now, status=MessageStatus.planned, send_at=later, queued_at=None)
-                    log.info("message %s to %s moved to the next opening %s", row.id, mask(row.phone), later)
-                    result.count(row.id, "rescheduled")
-                    continue
-            ready.append(row)
-        return ready
-
-    def _take_token(self, row: _Claimed, deadline: float) -> bool:
+    def _take_token(self, row: Claimed, deadline: float) -> bool:
         """Wait for the row's rate slot, right before its request, so the provider sees the
         limiter's spacing; False when it would come after the chunk's deadline."""
         remaining = deadline - self.monotonic()
@@ -218,42 +302,52 @@ class Sender:
         with session_scope(self.engine) as session:
             return consent.opted_out_among(session, phones)
 
-    def _cancel_opted_out(self, row: _Claimed) -> None:
+    def _cancel_opted_out(self, row: Claimed) -> None:
         with session_scope(self.engine) as session:
-            _cancel_opted_out(session, row.id, self.clock())
+            outcomes.cancel(session, row.id, self.clock(), consent.CANCEL_REASON)
 
-    def _send_row(self, row: _Claimed, ledger: _Ledger) -> str:
+    def _send_row(self, row: Claimed, ledger: _Ledger, chunk: _Chunk) -> str:
+        clock = self.clock
         try:
             sent = self.provider.send(to=row.phone, body=row.body)
+        except OperatorError as exc:
+            chunk.held_scopes.append(holds.scope_for(exc.code, row.phone))
+            return outcomes.hold_sender(
+                self.engine, row, exc, clock(), sender=self.sender, probe_after=self.settings.hold_probe_after
+            )
         except RetryableError as exc:
-            return _retry_later(self.engine, row, exc, self.clock())
+            return outcomes.retry_later(self.engine, row, exc, clock())
         except PermanentError as exc:
-            return _permanent(self.engine, row, exc, self.clock())
+            return outcomes.permanent(self.engine, row, exc, clock())
         except AmbiguousError as exc:
-            with session_scope(self.engine) as session:
-                _finish(
-                    session, row.id, self.clock(), status=MessageStatus.unknown, error_message=str(exc)[:500]
-                )
-            log.warning("message %s to %s: outcome unknown, will reconcile", row.id, mask(row.phone))
-            return "unknown"
-        ledger.accepted.append(_Accepted(row.id, sent.sid, sent.status, self.clock()))
+            return outcomes.ambiguous(self.engine, row, exc, clock())
+        ledger.accepted.append(_Accepted(row.id, sent.sid, sent.status, clock()))
+        if row.id in chunk.probes:
+            self._lift(chunk.probes.pop(row.id))
         return "sent"
 
-    def _release(self, ids: list[int], result: BatchResult) -> None:
-        """Rows that got no rate token in time go back to `queued`, as if never claimed."""
+    def _lift(self, hold_id: int) -> None:
         with session_scope(self.engine) as session:
-            session.execute(
-                update(_outbox)
-                .where(_outbox.c.id.in_(ids), _outbox.c.status == MessageStatus.sending)
-                .values(
-                    status=MessageStatus.queued,
-                    sending_at=None,
-                    attempts=_outbox.c.attempts - 1,
-                    updated_at=self.clock(),
-                )
+            lifted = holds.lift(session, hold_id, self.clock(), why="a probe message was accepted")
+        if lifted is not None:
+            log.warning(
+                "sending resumed for sender %s: a probe was accepted after %s (held since %s); "
+                "the held messages go out from the next sweep",
+                lifted.sender,
+                lifted.error_code or f"HTTP {lifted.http_status}",
+                lifted.since,
             )
-        for message_id in ids:
-            result.count(message_id, "throttled")
+
+    def _put_back(self, chunk: _Chunk, rows: Sequence[Claimed], result: BatchResult, outcome: str) -> None:
+        """Claimed rows that will not be sent now go back to `queued`, as if never claimed."""
+        now = self.clock()
+        with session_scope(self.engine) as session:
+            outcomes.put_back(session, [row.id for row in rows], now)
+            for row in rows:
+                if row.id in chunk.probes:
+                    holds.give_back_probe(session, chunk.probes.pop(row.id), now)
+        for row in rows:
+            result.count(row.id, outcome)
 
 
 class _Ledger:
@@ -306,52 +400,8 @@ def send_batch(
     return Sender(engine, provider, limiter, campaigns, settings, clock).send(ids)
 
 
-# One conditional UPDATE: only rows still `queued` match, so of any number of workers holding the
-# same ids exactly one wins each row.
-_CLAIM = (
-    update(_outbox)
-    .where(_outbox.c.id.in_(bindparam("ids", expanding=True)), _outbox.c.status == MessageStatus.queued)
-    .values(
-        status=MessageStatus.sending,
-        sending_at=bindparam("now"),
-        attempts=_outbox.c.attempts + 1,
-        updated_at=bindparam("now"),
-    )
-    .returning(_outbox.c.id)
-)
-_CLAIM_DETAILS = (
-    select(
-        Message.id,
-        Message.phone,
-        Message.body,
-        Message.segments,
-        Message.kind,
-        Message.attempts,
-        Enrollment.campaign_id,
-        Patient.timezone,
-        Patient.phone_zones,
-        Patient.postal_code,
-        consent.number_opted_out(Message.phone).label("opted_out"),
-    )
-    .outerjoin(Enrollment, Enrollment.id == Message.enrollment_id)
-    .outerjoin(Patient, Patient.id == Enrollment.patient_id)
-    .where(Message.id.in_(bindparam("ids", expanding=True)))
-    .order_by(Message.id)
-)
-
-
-def claim(session: Session, ids: Sequence[int], now: dt.datetime) -> list[_Claimed]:
-    """`queued → sending` for those of `ids` still queued, exactly one winner across processes;
-    returns the rows this caller won, with what sending them needs."""
-    won = session.execute(_CLAIM, {"ids": list(ids), "now": now}).all()
-    if not won:
-        return []
-    rows = session.execute(_CLAIM_DETAILS, {"ids": [row.id for row in won]})
-    return [_Claimed(**row._asdict()) for row in rows]
-
-
 def _outside_window(
-    session: Session, claimed: _Claimed, campaign: CampaignFile, settings: Settings, now: dt.datetime
+    session: Session, claimed: Claimed, campaign: CampaignFile, settings: Settings, now: dt.datetime
 ) -> dt.datetime | None:
     """None when the patient's window is open now; else the next slot that also fits the cap."""
     who = recipient(
@@ -362,70 +412,3 @@ def _outside_window(
     pacer = Pacer(settings.daily_cap, settings.weekly_cap)
     pacer.load(session, [claimed.phone], now, exclude_id=claimed.id)
     return pacer.place(who, now, campaign.send_window)
-
-
-def _cancel_opted_out(session: Session, message_id: int, now: dt.datetime) -> None:
-    _finish(
-        session,
-        message_id,
-        now,
-        status=MessageStatus.canceled,
-        cancel_reason=consent.CANCEL_REASON,
-        canceled_at=now,
-    )
-
-
-def _finish(session: Session, message_id: int, now: dt.datetime, **values: Any) -> None:
-    """Record an outcome for a row this worker holds in `sending`."""
-    session.execute(
-        update(Message)
-        .where(Message.id == message_id, Message.status == MessageStatus.sending)
-        .values(updated_at=now, **values)
-        .execution_options(synchronize_session=False)
-    )
-
-
-def _fail(session: Session, message_id: int, now: dt.datetime, code: int | None, why: str) -> None:
-    _finish(
-        session,
-        message_id,
-        now,
-        status=MessageStatus.failed,
-        failed_at=now,
-        error_code=code,
-        error_message=why[:500],
-    )
-
-
-def _retry_later(engine: Engine, claimed: _Claimed, exc: RetryableError, now: dt.datetime) -> str:
-    with session_scope(engine) as session:
-        if claimed.attempts >= MAX_ATTEMPTS:
-            _fail(session, claimed.id, now, exc.code, f"gave up after {claimed.attempts} attempts: {exc}")
-            return "failed"
-        _finish(
-            session,
-            claimed.id,
-            now,
-            status=MessageStatus.planned,
-            send_at=now + backoff(claimed.attempts),
-            queued_at=None,
-            error_code=exc.code,
-            error_message=str(exc)[:500],
-        )
-    log.info(
-        "message %s to %s: retryable error %s, attempt %s",
-        claimed.id,
-        mask(claimed.phone),
-        exc.code,
-        claimed.attempts,
-    )
-    return "retrying"
-
-
-def _permanent(engine: Engine, claimed: _Claimed, exc: PermanentError, now: dt.datetime) -> str:
-    with session_scope(engine) as session:
-        _fail(session, claimed.id, now, exc.code, str(exc))
-        if exc.code in OPT_OUT_CODES:
-            consent.record_opt_out(session, claimed.phone, by=f"twilio:{exc.code}", at=now)
-    log.info("message %s to %s failed permanently: %s", claimed.id, mask(claimed.phone), exc.code)
-    return "failed"

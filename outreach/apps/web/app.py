@@ -49,7 +49,8 @@ from outreach.config import Settings, get_settings
 from outreach.errors import UserError
 from outreach.listen.status import apply_status
 from outreach.send.dispatch import Dispatch
-from outreach.store.db import engine_for
+from outreach.send.holds import active_holds
+from outreach.store.db import engine_for, session_scope
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +65,10 @@ class ErrorBody(BaseModel):
 class Health(BaseModel):
     database: str
     broker: str | None = None
+    # Present only while a sender is held (outreach.send.holds): "degraded", and why. Still 200:
+    # the webhooks work (STOP must keep landing); only outgoing texts wait for the operator.
+    status: str | None = None
+    sender_holds: list[dict[str, Any]] | None = None
 
 
 def _field(description: str, example: str | None = None) -> dict[str, Any]:
@@ -242,7 +247,9 @@ def create_app(
         if broker_check is not None:
             report["broker"] = _probe(broker_check)
         healthy = all(value == "ok" for value in report.values())
-        return JSONResponse(report, status_code=200 if healthy else 503)
+        held = _held(db) if report["database"] == "ok" else []
+        body: dict[str, Any] = {**report, "status": "degraded", "sender_holds": held} if held else report
+        return JSONResponse(body, status_code=200 if healthy else 503)
 
     return app
 
@@ -356,6 +363,16 @@ def _required(value: str | None, name: str, why: str) -> str:
 def _select_one(engine: Engine) -> None:
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+def _held(engine: Engine) -> list[dict[str, Any]]:
+    """Senders paused for an account or configuration error, each with why (holds.Hold.as_json)."""
+    try:
+        with session_scope(engine) as session:
+            return [{**hold.as_json(), "why": hold.describe()} for hold in active_holds(session)]
+    except Exception as exc:  # a schema without the table: the database check speaks for it
+        log.warning("health check could not read sender holds: %s", exc.__class__.__name__)
+        return []
 
 
 def _probe(check: Callable[[], object]) -> str:

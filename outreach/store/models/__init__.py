@@ -16,9 +16,11 @@ from outreach.store.models.consent import PhoneConsent
 from outreach.store.models.enrollment import Enrollment
 from outreach.store.models.event import PatientEvent
 from outreach.store.models.handoff import Handoff
+from outreach.store.models.hold import SenderHold
 from outreach.store.models.inbound import InboundMessage
 from outreach.store.models.message import Message
 from outreach.store.models.patient import Patient, Sex
+from outreach.store.models.unreachable import UnreachableNumber
 from outreach.store.statuses import MessageKind, MessageStatus
 
 __all__ = [
@@ -36,5 +38,7 @@ __all__ = [
     "Patient",
     "PatientEvent",
     "PhoneConsent",
+    "SenderHold",
     "Sex",
+    "UnreachableNumber",
 ]

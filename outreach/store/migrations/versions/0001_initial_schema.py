@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 13:59:53.983973
+Create Date: 2026-11-30 03:11:55.444040
 """
 
 from __future__ import annotations
@@ -85,6 +85,28 @@ def upgrade() -> None:
         sa.Column("opted_in_by", sa.String(length=100), nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("phone", name=op.f("pk_phone_consents")),
+    )
+    op.create_table(
+        "sender_holds",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("sender", sa.String(length=64), nullable=False),
+        sa.Column("scope", sa.String(length=8), nullable=False),
+        sa.Column("error_code", sa.Integer(), nullable=True),
+        sa.Column("http_status", sa.Integer(), nullable=True),
+        sa.Column("message", sa.Text(), nullable=False),
+        sa.Column("since", sa.DateTime(), nullable=False),
+        sa.Column("seen_at", sa.DateTime(), nullable=False),
+        sa.Column("probe_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_sender_holds")),
+        sa.UniqueConstraint("sender", "scope", name="uq_sender_holds_sender_scope"),
+    )
+    op.create_table(
+        "unreachable_numbers",
+        sa.Column("phone", sa.String(length=20), nullable=False),
+        sa.Column("error_code", sa.Integer(), nullable=False),
+        sa.Column("marked_at", sa.DateTime(), nullable=False),
+        sa.Column("seen_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("phone", name=op.f("pk_unreachable_numbers")),
     )
     op.create_table(
         "enrollments",
@@ -240,6 +262,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_enrollments_campaign_patient")
 
     op.drop_table("enrollments")
+    op.drop_table("unreachable_numbers")
+    op.drop_table("sender_holds")
     op.drop_table("phone_consents")
     with op.batch_alter_table("patients", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_patients_phone"))
