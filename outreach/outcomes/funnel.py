@@ -254,34 +254,46 @@ def funnel(
 
     report = FunnelReport(on=on, since=since, campaigns=[], totals=Summary(), languages={})
     for cid in ids:
-        file = files.get(cid)
-        order = [s.id for s in file.steps] if file else []
         mine = {key: cell for key, cell in cells.items() if key[0] == cid}
-        seen = sorted({step for _, _, step in mine if step is not None and step not in order})
-        steps = {step: Figures() for step in [*order, *seen]}
-        languages: dict[str, Summary] = {}
-        summary = Summary()
-        for (_, language, step), cell in sorted(mine.items(), key=lambda kv: (kv[0][1], kv[0][2] or "")):
-            summary.add(cell)
-            languages.setdefault(language, Summary()).add(cell)
-            report.languages.setdefault(language, Summary()).add(cell)
-            if step is not None:
-                steps[step].add(cell)
-        report.totals.add(summary)
-        report.campaigns.append(
-            CampaignFunnel(
-                id=cid,
-                name=names[cid],
-                active=file.is_active(on) if file else None,
-                eligible=eligible.get(cid),
-                summary=summary,
-                steps=steps,
-                languages=languages,
-            )
-        )
+        campaign = _campaign_funnel(cid, names[cid], files.get(cid), mine, on, eligible.get(cid))
+        report.totals.add(campaign.summary)
+        for language, summary in campaign.languages.items():
+            report.languages.setdefault(language, Summary()).add(summary)
+        report.campaigns.append(campaign)
     report.languages = dict(sorted(report.languages.items()))
     report.sender_holds = _sender_holds(engine)
     return report
+
+
+def _campaign_funnel(
+    cid: str,
+    name: str,
+    file: CampaignFile | None,
+    cells: Mapping[Key, Summary],
+    on: dt.date,
+    eligible: int | None,
+) -> CampaignFunnel:
+    """One campaign's figures from its cells: steps in the file's order (then any the file no
+    longer has, so history is never hidden), per language, and the campaign's total."""
+    order = [s.id for s in file.steps] if file else []
+    seen = sorted({step for _, _, step in cells if step is not None and step not in order})
+    steps = {step: Figures() for step in [*order, *seen]}
+    languages: dict[str, Summary] = {}
+    summary = Summary()
+    for (_, language, step), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][2] or "")):
+        summary.add(cell)
+        languages.setdefault(language, Summary()).add(cell)
+        if step is not None:
+            steps[step].add(cell)
+    return CampaignFunnel(
+        id=cid,
+        name=name,
+        active=file.is_active(on) if file else None,
+        eligible=eligible,
+        summary=summary,
+        steps=steps,
+        languages=languages,
+    )
 
 
 def _sender_holds(engine: Engine) -> list[dict[str, Any]]:
@@ -331,15 +343,27 @@ def _grouped(stmt: AnySelect) -> AnySelect:
 
 
 def _count_all(session: Session, cells: dict[Key, Summary], scope: list[ColumnElement[bool]]) -> None:
-    def cell(campaign: str, language: str, step: str | None) -> Summary:
-        return cells.setdefault((campaign, language, step), Summary())
+    """Fill `cells` (campaign, language, step) with every figure of the funnel, a few grouped
+    queries in all, so the report costs the same whether a campaign has ten patients or a million."""
+    _count_enrolled(session, cells, scope)
+    _count_outbox(session, cells, scope)
+    _count_engagement(session, cells, scope)
+    _count_endings(session, cells, scope)
 
+
+def _cell(cells: dict[Key, Summary], campaign: str, language: str, step: str | None) -> Summary:
+    return cells.setdefault((campaign, language, step), Summary())
+
+
+def _count_enrolled(session: Session, cells: dict[Key, Summary], scope: list[ColumnElement[bool]]) -> None:
     enrolled = select(Enrollment.campaign_id, Enrollment.language, func.count()).where(*scope)
     for campaign, language, n in session.execute(
         enrolled.group_by(Enrollment.campaign_id, Enrollment.language)
     ):
-        cell(campaign, language, None).enrolled += n
+        _cell(cells, campaign, language, None).enrolled += n
 
+
+def _count_outbox(session: Session, cells: dict[Key, Summary], scope: list[ColumnElement[bool]]) -> None:
     messages = (
         select(
             Enrollment.campaign_id,
@@ -355,15 +379,18 @@ def _count_all(session: Session, cells: dict[Key, Summary], scope: list[ColumnEl
         .where(Message.kind == MessageKind.outreach, *scope)
     )
     for campaign, language, step, status, accepted, code, reason, n in session.execute(_grouped(messages)):
-        _count_messages(cell(campaign, language, step), status, bool(accepted), code, reason, n)
+        _count_messages(_cell(cells, campaign, language, step), status, bool(accepted), code, reason, n)
 
+
+def _count_engagement(session: Session, cells: dict[Key, Summary], scope: list[ColumnElement[bool]]) -> None:
+    """Replies, activations and opt-outs, each credited to the step that drew it."""
     replied = select(
         Enrollment.campaign_id,
         Enrollment.language,
         _credited_step(Enrollment.id, Enrollment.replied_at).label("step"),
     ).where(Enrollment.replied_at.is_not(None), *scope)
     for campaign, language, step, n in session.execute(_grouped(replied)):
-        cell(campaign, language, step).replied += n
+        _cell(cells, campaign, language, step).replied += n
 
     activated = (
         select(
@@ -376,16 +403,19 @@ def _count_all(session: Session, cells: dict[Key, Summary], scope: list[ColumnEl
         .where(*scope)
     )
     for campaign, language, step, n in session.execute(_grouped(activated)):
-        cell(campaign, language, step).activated += n
+        _cell(cells, campaign, language, step).activated += n
 
     for campaign, language, step, n in session.execute(_opt_outs(scope)):
-        cell(campaign, language, step).opted_out += n
+        _cell(cells, campaign, language, step).opted_out += n
 
+
+def _count_endings(session: Session, cells: dict[Key, Summary], scope: list[ColumnElement[bool]]) -> None:
+    """How enrollments ended (outcomes) and the hand-offs they raised."""
     outcomes = select(Enrollment.campaign_id, Enrollment.language, Enrollment.outcome).where(
         Enrollment.outcome.is_not(None), *scope
     )
     for campaign, language, outcome, n in session.execute(_grouped(outcomes)):
-        cell(campaign, language, None).outcomes[outcome] += n
+        _cell(cells, campaign, language, None).outcomes[outcome] += n
 
     handoffs = (
         select(Enrollment.campaign_id, Enrollment.language, Handoff.status)
@@ -394,7 +424,7 @@ def _count_all(session: Session, cells: dict[Key, Summary], scope: list[ColumnEl
         .where(*scope)
     )
     for campaign, language, status, n in session.execute(_grouped(handoffs)):
-        target = cell(campaign, language, None)
+        target = _cell(cells, campaign, language, None)
         if status == "open":
             target.handoffs_open += n
         else:

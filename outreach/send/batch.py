@@ -3,7 +3,7 @@ record the outcome (DESIGN.md §7 invariants 1-4).
 
 The claim (`queued → sending`, one conditional UPDATE: outreach.send.claim) is the only door to
 the provider, so any number of workers and duplicate task deliveries still send each row at most
-once. Outcomes (outreach.send.outcomes): accepted → `sent`; retryable → back to `planned` with a
+once. Outcomes (outreach.send.record): accepted → `sent`; retryable → back to `planned` with a
 backed-off time (the scheduler re-enqueues it: nothing waits in the broker); permanent → `failed`
 with Twilio's code; ambiguous → `unknown`, left for the sweeper to look up at the provider instead
 of sending again; an account or configuration error → back to `queued` and the sender held
@@ -38,10 +38,10 @@ from outreach.providers.base import (
     RetryableError,
 )
 from outreach.providers.twilio_codes import OPT_OUT_CODES
-from outreach.send import holds, outcomes, reachability
+from outreach.send import holds, reachability, record
 from outreach.send.claim import Claimed, claim, claim_probe, still_queued
-from outreach.send.outcomes import MAX_ATTEMPTS, backoff
 from outreach.send.ratelimit import RateLimiter
+from outreach.send.record import MAX_ATTEMPTS, backoff
 from outreach.store.db import session_scope
 from outreach.store.models import Message, MessageKind, MessageStatus
 
@@ -236,13 +236,13 @@ class Sender:
 
     def _screened_out(self, session: Session, row: Claimed, now: dt.datetime) -> str | None:
         if row.opted_out:
-            outcomes.cancel(session, row.id, now, consent.CANCEL_REASON)
+            record.cancel(session, row.id, now, consent.CANCEL_REASON)
             return "canceled"
         if row.kind != MessageKind.outreach:
             return None
         if row.unreachable:
             # Planned before the number was marked: outreach to it would be refused again.
-            outcomes.cancel(session, row.id, now, reachability.CANCEL_REASON)
+            record.cancel(session, row.id, now, reachability.CANCEL_REASON)
             return "canceled"
         campaign = self.campaigns.get(row.campaign_id) if row.campaign_id else None
         if campaign is None:
@@ -250,7 +250,7 @@ class Sender:
         later = _outside_window(session, row, campaign, self.settings, now)
         if later is None:
             return None
-        outcomes.finish(session, row.id, now, status=MessageStatus.planned, send_at=later, queued_at=None)
+        record.finish(session, row.id, now, status=MessageStatus.planned, send_at=later, queued_at=None)
         log.info("message %s to %s moved to the next opening %s", row.id, mask(row.phone), later)
         return "rescheduled"
 
@@ -304,7 +304,7 @@ class Sender:
 
     def _cancel_opted_out(self, row: Claimed) -> None:
         with session_scope(self.engine) as session:
-            outcomes.cancel(session, row.id, self.clock(), consent.CANCEL_REASON)
+            record.cancel(session, row.id, self.clock(), consent.CANCEL_REASON)
 
     def _send_row(self, row: Claimed, ledger: _Ledger, chunk: _Chunk) -> str:
         clock = self.clock
@@ -312,15 +312,15 @@ class Sender:
             sent = self.provider.send(to=row.phone, body=row.body)
         except OperatorError as exc:
             chunk.held_scopes.append(holds.scope_for(exc.code, row.phone))
-            return outcomes.hold_sender(
+            return record.hold_sender(
                 self.engine, row, exc, clock(), sender=self.sender, probe_after=self.settings.hold_probe_after
             )
         except RetryableError as exc:
-            return outcomes.retry_later(self.engine, row, exc, clock())
+            return record.retry_later(self.engine, row, exc, clock())
         except PermanentError as exc:
-            return outcomes.permanent(self.engine, row, exc, clock())
+            return record.permanent(self.engine, row, exc, clock())
         except AmbiguousError as exc:
-            return outcomes.ambiguous(self.engine, row, exc, clock())
+            return record.ambiguous(self.engine, row, exc, clock())
         ledger.accepted.append(_Accepted(row.id, sent.sid, sent.status, clock()))
         if row.id in chunk.probes:
             self._lift(chunk.probes.pop(row.id))
@@ -342,7 +342,7 @@ class Sender:
         """Claimed rows that will not be sent now go back to `queued`, as if never claimed."""
         now = self.clock()
         with session_scope(self.engine) as session:
-            outcomes.put_back(session, [row.id for row in rows], now)
+            record.put_back(session, [row.id for row in rows], now)
             for row in rows:
                 if row.id in chunk.probes:
                     holds.give_back_probe(session, chunk.probes.pop(row.id), now)
