@@ -67,13 +67,33 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine | None = None) -> Config:
+    """Alembic's configuration for our migrations; `engine` is the database they run on."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["engine"] = engine
+    if engine is not None:
+        cfg.attributes["engine"] = engine
     return cfg
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Create or migrate the schema to `revision`."""
     command.upgrade(alembic_config(engine), revision)
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str:
+    """The Alembic revision this code's schema is at (read from the migration scripts once)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return str(head)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database's schema is at; None when it has none (no tables: never upgraded).
+    Raises the driver's error when the database cannot be reached."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
