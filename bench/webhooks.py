@@ -135,6 +135,24 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run `outreach web --no-access-log` (default: as shipped, access log on)",
     )
+    load = parser.add_argument_group(
+        "--while-sending: callbacks from the sandbox while workers send (bench/under_load.py)"
+    )
+    load.add_argument(
+        "--while-sending", type=float, metavar="RATE", help="send --patients messages at RATE/s"
+    )
+    load.add_argument("--senders", type=int, default=2, help="celery worker processes sending")
+    load.add_argument("--send-threads", type=int, default=32, help="threads per sending worker")
+    load.add_argument("--timeout", type=float, default=600.0, help="give up on a run after this long")
+    load.add_argument(
+        "--faults",
+        action="store_true",
+        help="as the fault run: 5%% 5xx, 2%% 429, 1%% timeouts after acceptance, simulated patients replying",
+    )
+    load.add_argument("--sqlite", action="store_true", help="a SQLite file (the default database) for all")
+    load.add_argument(
+        "--messaging-service", action="store_true", help="send through a Messaging Service (3 callbacks each)"
+    )
     args = parser.parse_args(argv)
 
     broker = redis.Redis.from_url(args.broker_url)
@@ -143,6 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     if broker.dbsize() or others:
         # A worker there would take the answers and look their ids up in its own database.
         parser.error(f"{args.broker_url} is in use (keys or clients); pick an idle --broker-url database")
+    if args.while_sending:
+        import under_load
+
+        loaded = [under_load.run(args, workers) for workers in args.workers]
+        print(json.dumps({"cpus": os.cpu_count(), "runs": loaded}, indent=2))
+        print(under_load.summary(loaded))
+        return 0 if all(under_load.passed(r) for r in loaded) else 1
     runs = []
     for workers in args.workers:
         with postgres_schema(args.database_url) as (engine, url):

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from pydantic import Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from outreach.errors import UserError
@@ -117,19 +122,108 @@ class Settings(BaseSettings):
             raise ValueError("not an IANA time zone (for example America/New_York)") from None
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _usable_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # unset (.env.example leaves it empty): only `outreach web` needs it
+        problem = public_url_problem(value.strip())
+        if problem is not None:
+            raise ValueError(problem)
+        return value.strip()
+
+
+def public_url_problem(url: str) -> str | None:
+    """Why `url` cannot be OUTREACH_PUBLIC_URL, or None when it can.
+
+    It is the StatusCallback of every message (with /twilio/status appended) and the base of every
+    webhook signature, so it must be an absolute http(s) URL without a query or fragment, and its
+    host must be one Twilio accepts: Twilio refuses a StatusCallback whose host holds an underscore
+    (error 21609 on every create), which a compose service name such as `outreach_web` does.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError for a port outside 0-65535
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return "must start with https:// or http://"
+    if not host:
+        return "has no host name"
+    if "_" in host:
+        return (
+            "its host has an underscore, which Twilio refuses in a StatusCallback (error 21609 on "
+            "every message): use the public DNS name Twilio reaches, or a host name with hyphens"
+        )
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment (webhook paths are appended to it)"
+    return None
+
+
+@dataclass(frozen=True)
+class SettingsCheck:
+    """Settings as read, with every problem found at once (a program that cannot start should say
+    everything the operator has to fix, not one thing per attempt)."""
+
+    settings: Settings  # malformed values read as their defaults, so the rest can still be checked
+    malformed: list[str]  # "NAME: why (got 'value')", in the order of DESIGN.md §4
+    missing: list[str]  # "NAME (why it is needed)"
+
+    def error(self) -> UserError | None:
+        """All problems as one line, or None when there are none."""
+        parts = []
+        if self.missing:
+            parts.append("missing settings: " + ", ".join(self.missing))
+        if self.malformed:
+            parts.append("malformed settings: " + "; ".join(self.malformed))
+        if not parts:
+            return None
+        return UserError("; ".join(parts) + "; set them in the environment or .env")
+
+
+def check_settings(required: Mapping[str, str], settings: Settings | None = None) -> SettingsCheck:
+    """Read (or, given `settings`, re-validate) the settings and list every problem: each malformed
+    value, and each variable of `required` (name -> why it is needed) that is unset or blank.
+
+    A Settings built by `model_copy` skips validation, so a given one is validated again here.
+    """
+    values: dict[str, Any] = {} if settings is None else settings.model_dump(by_alias=True)
+    try:
+        checked = Settings() if settings is None else Settings.model_validate(values)
+        errors: list[ErrorDetails] = []
+    except ValidationError as exc:
+        errors = exc.errors()
+        bad = {str(e["loc"][0]) for e in errors if e["loc"]}
+        fallback = {f.alias: f.default for f in Settings.model_fields.values() if f.alias in bad}
+        checked = Settings(**fallback) if settings is None else Settings.model_validate(values | fallback)
+    bad_names = {str(e["loc"][0]) for e in errors if e["loc"]}
+    fields = {f.alias: name for name, f in Settings.model_fields.items()}
+    missing = [
+        f"{variable} ({why})"
+        for variable, why in required.items()
+        if variable not in bad_names and not str(getattr(checked, fields[variable]) or "").strip()
+    ]
+    return SettingsCheck(checked, [_malformed(error) for error in errors], missing)
+
+
+def _malformed(error: ErrorDetails) -> str:
+    name = str(error["loc"][0]) if error["loc"] else "settings"
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    return f"{name}: {reason} (got {error.get('input')!r})"
+
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smh]?)")
 
 
 def load_settings() -> Settings:
-    """Read settings now; a bad value becomes a UserError naming the variable."""
-    try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]) if first["loc"] else "settings"
-        raise UserError(f"{name}: {first['msg']} (got {first.get('input')!r})") from None
+    """Read settings now; the first bad value becomes a one-line UserError naming the variable.
+    (`check_settings` lists them all, for a start that needs more than one to be right.)"""
+    check = check_settings({})
+    if check.malformed:
+        raise UserError(check.malformed[0])
+    return check.settings
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ scripts, against the real PostgreSQL and Redis: migrate, worker, beat and web.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shelve
@@ -440,6 +441,7 @@ def test_web_command_starts_and_its_health_check_passes(
         "OUTREACH_BROKER_URL": redis_url,
         "TWILIO_AUTH_TOKEN": "deploy-test-token",
         "OUTREACH_PUBLIC_URL": "https://outreach.example.org",
+        "TWILIO_FROM_NUMBER": "+16175550100",
     }
     url = f"http://127.0.0.1:{port}/healthz"
 
@@ -455,7 +457,9 @@ def test_web_command_starts_and_its_health_check_passes(
         assert web.proc.poll() is None, web.output()
         with urllib.request.urlopen(url, timeout=5) as response:
             assert response.status == 200
-            assert response.read() == b'{"database":"ok","broker":"ok"}'
+            report = json.loads(response.read())
+            assert report["status"] == "ok"
+            assert set(report["checks"]) == {"database", "schema", "settings", "broker", "sender_holds"}
         # compose's own health check, pointed at this port
         check = [part.replace(":8000/", f":{port}/") for part in SERVICES["web"]["healthcheck"]["test"][1:]]
         assert check[0] == "python"

@@ -48,7 +48,9 @@ replies:
 
 @pytest.fixture
 def settings(engine: Engine) -> Settings:
-    return get_settings().model_copy(update={"twilio_auth_token": TOKEN, "public_url": PUBLIC})
+    return get_settings().model_copy(
+        update={"twilio_auth_token": TOKEN, "public_url": PUBLIC, "twilio_from_number": "+16175550100"}
+    )
 
 
 @pytest.fixture
@@ -456,22 +458,37 @@ def test_a_failing_webhook_in_a_batch_fails_alone_and_the_others_are_stored_once
 # --- health ---------------------------------------------------------------------------------------
 
 
-def test_healthz_reports_the_database_and_an_injected_broker_check(make_client: AppFactory) -> None:
-    assert make_client().get("/healthz").json() == {"database": "ok"}
+def checks(response: Response) -> dict[str, bool]:
+    return {name: check["ok"] for name, check in response.json()["checks"].items()}
+
+
+def test_healthz_reports_each_check_and_an_injected_broker_check(make_client: AppFactory) -> None:
+    response = make_client().get("/healthz")
+    assert (response.status_code, response.json()["status"]) == (200, "ok")
+    assert checks(response) == {"database": True, "schema": True, "settings": True, "sender_holds": True}
 
     calls: list[int] = []
-    healthy = make_client(broker_check=lambda: calls.append(1))
-    assert (healthy.get("/healthz").status_code, healthy.get("/healthz").json()) == (
-        200,
-        {"database": "ok", "broker": "ok"},
-    )
+    healthy = make_client(broker_check=lambda: calls.append(1)).get("/healthz")
+    assert (healthy.status_code, healthy.json()["status"]) == (200, "ok")
+    assert checks(healthy) == {
+        "database": True,
+        "schema": True,
+        "settings": True,
+        "broker": True,
+        "sender_holds": True,
+    }
     assert calls
 
     def down() -> None:
         raise ConnectionRefusedError("no broker")
 
     response = make_client(broker_check=down).get("/healthz")
-    assert (response.status_code, response.json()) == (503, {"database": "ok", "broker": "unreachable"})
+    # degraded still answers 200: a load balancer must keep routing webhooks (STOP must land)
+    assert (response.status_code, response.json()["status"]) == (200, "degraded")
+    assert response.json()["checks"]["broker"] == {
+        "ok": False,
+        "detail": "unreachable (ConnectionRefusedError)",
+    }
 
 
 def test_healthz_is_503_when_the_database_is_unreachable(make_client: AppFactory) -> None:
@@ -479,7 +496,9 @@ def test_healthz_is_503_when_the_database_is_unreachable(make_client: AppFactory
 
     response = make_client(engine=dead).get("/healthz")
 
-    assert (response.status_code, response.json()) == (503, {"database": "unreachable"})
+    assert (response.status_code, response.json()["status"]) == (503, "down")
+    assert response.json()["checks"]["database"] == {"ok": False, "detail": "unreachable (OperationalError)"}
+    assert response.json()["checks"]["schema"] == {"ok": False, "detail": "not checked: database failed"}
 
 
 # --- start-up and documentation ---------------------------------------------------------------------
@@ -501,12 +520,53 @@ def test_a_missing_setting_stops_the_start_naming_the_variable(
         create_app(settings.model_copy(update=missing), campaigns=campaigns)
 
 
-def test_the_cli_reports_a_missing_setting_in_one_line() -> None:
+def test_the_start_names_every_missing_or_malformed_setting_at_once(
+    settings: Settings, campaigns: dict[str, CampaignFile]
+) -> None:
+    broken = {"twilio_auth_token": None, "clinic_name": "  ", "public_url": "http://outreach_web:8000"}
+
+    with pytest.raises(UserError) as caught:
+        create_app(settings.model_copy(update=broken), campaigns=campaigns)
+
+    message = str(caught.value)
+    assert message.startswith("missing settings: TWILIO_AUTH_TOKEN (webhook signatures are keyed by it), ")
+    assert "OUTREACH_CLINIC_NAME (HELP and STOP answers name the clinic)" in message
+    assert "malformed settings: OUTREACH_PUBLIC_URL: its host has an underscore" in message
+
+
+def test_without_a_sender_webhooks_are_served_and_health_says_degraded(
+    engine: Engine, settings: Settings, campaigns: dict[str, CampaignFile]
+) -> None:
+    """Opt-outs must be recorded even then; only the answers wait (queued) for a sender."""
+    app = create_app(
+        settings.model_copy(update={"twilio_from_number": None}), engine=engine, campaigns=campaigns
+    )
+    client = TestClient(app)
+
+    response = client.get("/healthz")
+    stop = post(client, "/twilio/inbound", inbound_form("STOP"))
+
+    assert (response.status_code, response.json()["status"]) == (200, "degraded")
+    assert response.json()["checks"]["settings"] == {
+        "ok": False,
+        "detail": "missing TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM_NUMBER: answers stay queued",
+    }
+    assert stop.status_code == 200 and opted_out(engine)
+
+
+def test_the_cli_reports_every_missing_setting_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OUTREACH_CLINIC_PHONE")
+    monkeypatch.setenv("OUTREACH_DEFAULT_REGION", "XX")
+
     result = CliRunner().invoke(main, ["web", "--port", "8123"])
 
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        "error: TWILIO_AUTH_TOKEN is not set (webhook signatures are keyed by it)"
+        "error: missing settings: TWILIO_AUTH_TOKEN (webhook signatures are keyed by it), "
+        "OUTREACH_PUBLIC_URL (webhook signatures cover this URL), "
+        "OUTREACH_CLINIC_PHONE (HELP answers give the clinic's number); "
+        "malformed settings: OUTREACH_DEFAULT_REGION: not a region phonenumbers knows (use a two-letter "
+        "code such as US) (got 'XX'); set them in the environment or .env"
     ]
 
 

@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from outreach.sandbox.callbacks import Lifecycle
@@ -75,6 +76,14 @@ def create_app(state: SandboxState, *, stopping: asyncio.Event | None = None) ->
     app = FastAPI(title="outreach Twilio sandbox", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.sandbox = state
     app.state.lifecycle = lifecycle
+    _error_handlers(app)
+    _message_routes(app, state, lifecycle, stopping)
+    _control_routes(app, state)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every refusal in Twilio's error shape, framework errors (404, 405) included."""
 
     @app.exception_handler(TwilioError)
     async def _twilio_error(_request: Request, exc: TwilioError) -> JSONResponse:
@@ -91,19 +100,26 @@ def create_app(state: SandboxState, *, stopping: asyncio.Event | None = None) ->
         )
         return JSONResponse(error_json(exc.status_code, code, message), exc.status_code)
 
-    async def api_request(request: Request, account_sid: str) -> None:
-        """Authenticate like Twilio, then add the configured latency."""
-        _authenticate(state, request.headers.get("authorization"))
-        if account_sid != state.account_sid:
-            raise TwilioError(404, 20404)
-        latency = state.config.latency_ms
-        if latency:
-            await asyncio.sleep(latency / 1000)
+
+async def _api_request(state: SandboxState, request: Request, account_sid: str) -> None:
+    """Authenticate like Twilio, then add the configured latency."""
+    _authenticate(state, request.headers.get("authorization"))
+    if account_sid != state.account_sid:
+        raise TwilioError(404, 20404)
+    latency = state.config.latency_ms
+    if latency:
+        await asyncio.sleep(latency / 1000)
+
+
+def _message_routes(
+    app: FastAPI, state: SandboxState, lifecycle: Lifecycle, stopping: asyncio.Event | None
+) -> None:
+    """Twilio's Messages resource: create, list, fetch."""
 
     @app.post(MESSAGES, status_code=201)
     async def create_message(request: Request, account_sid: str) -> JSONResponse:
         received_at = state.clock()  # before the simulated latency: the rate is counted on arrival
-        await api_request(request, account_sid)
+        await _api_request(state, request, account_sid)
         fault = state.draw_fault()
         if fault == "429":
             raise TwilioError(429, 20429)
@@ -128,67 +144,76 @@ def create_app(state: SandboxState, *, stopping: asyncio.Event | None = None) ->
 
     @app.get(MESSAGES)
     async def list_messages(request: Request, account_sid: str) -> JSONResponse:
-        await api_request(request, account_sid)
-        query = request.query_params
-        filters: dict[str, Any] = {}
-        if "To" in query:
-            filters["to"] = normalize_number(query["To"]) or query["To"]
-        if "From" in query:
-            filters["from_"] = normalize_number(query["From"]) or query["From"]
-        if "DateSent" in query:
-            filters["sent_on"] = _parse_when(query["DateSent"], "DateSent").date()
-        if "DateSent>" in query:  # on the wire: DateSent>=VALUE
-            filters["sent_from"] = _parse_when(query["DateSent>"], "DateSent>")
-        if "DateSent<" in query:  # DateSent<=VALUE: a bare date includes that whole day
-            value = query["DateSent<"]
-            until = _parse_when(value, "DateSent<")
-            filters["sent_until"] = (
-                until + dt.timedelta(days=1, microseconds=-1) if len(value) == 10 else until
-            )
-        page_size = min(_int_param(query.get("PageSize"), DEFAULT_PAGE_SIZE, "PageSize"), MAX_PAGE_SIZE)
-        page = _int_param(query.get("Page"), 0, "Page")
-        found = state.select(**filters)
-        start = page * page_size
-        token = query.get("PageToken")
-        if token and token.startswith("PA"):
-            # Continue after the last message of the previous page, even if new ones arrived since.
-            sids = [m["sid"] for m in found]
-            if token[2:] in sids:
-                start = sids.index(token[2:]) + 1
-        chunk = found[start : start + page_size]
-        keep = [(k, v) for k, v in query.multi_items() if k not in {"Page", "PageSize", "PageToken"}]
-        path = request.url.path
-
-        def page_uri(number: int, page_token: str | None = None) -> str:
-            params = [*keep, ("PageSize", str(page_size)), ("Page", str(number))]
-            if page_token:
-                params.append(("PageToken", page_token))
-            return f"{path}?{urlencode(params)}"
-
-        has_next = start + page_size < len(found)
-        return JSONResponse(
-            {
-                "messages": chunk,
-                "page": page,
-                "page_size": page_size,
-                "start": start,
-                "end": start + max(len(chunk) - 1, 0),
-                "uri": page_uri(page, token),
-                "first_page_uri": page_uri(0),
-                "next_page_uri": page_uri(page + 1, "PA" + chunk[-1]["sid"]) if has_next and chunk else None,
-                "previous_page_uri": page_uri(page - 1) if page > 0 else None,
-            }
-        )
+        await _api_request(state, request, account_sid)
+        return JSONResponse(_message_page(state, request))
 
     @app.get(MESSAGE)
     async def fetch_message(request: Request, account_sid: str, sid: str) -> JSONResponse:
-        await api_request(request, account_sid)
+        await _api_request(state, request, account_sid)
         found = state.snapshot(sid)
         if found is None:
             raise TwilioError(404, 20404)
         return JSONResponse(found)
 
-    # --- control API (local use: no credentials) ---------------------------------------------------
+
+def _list_filters(query: QueryParams) -> dict[str, Any]:
+    """The Messages list's filters (To, From, DateSent with its >= and <= forms) for `state.select`."""
+    filters: dict[str, Any] = {}
+    if "To" in query:
+        filters["to"] = normalize_number(query["To"]) or query["To"]
+    if "From" in query:
+        filters["from_"] = normalize_number(query["From"]) or query["From"]
+    if "DateSent" in query:
+        filters["sent_on"] = _parse_when(query["DateSent"], "DateSent").date()
+    if "DateSent>" in query:  # on the wire: DateSent>=VALUE
+        filters["sent_from"] = _parse_when(query["DateSent>"], "DateSent>")
+    if "DateSent<" in query:  # DateSent<=VALUE: a bare date includes that whole day
+        value = query["DateSent<"]
+        until = _parse_when(value, "DateSent<")
+        filters["sent_until"] = until + dt.timedelta(days=1, microseconds=-1) if len(value) == 10 else until
+    return filters
+
+
+def _message_page(state: SandboxState, request: Request) -> dict[str, Any]:
+    """One page of the filtered list, with Twilio's paging fields (PageToken continues after the
+    last message of the previous page, even if new ones arrived since)."""
+    query = request.query_params
+    filters = _list_filters(query)  # a bad filter is refused before a bad paging parameter
+    page_size = min(_int_param(query.get("PageSize"), DEFAULT_PAGE_SIZE, "PageSize"), MAX_PAGE_SIZE)
+    page = _int_param(query.get("Page"), 0, "Page")
+    found = state.select(**filters)
+    start = page * page_size
+    token = query.get("PageToken")
+    if token and token.startswith("PA"):
+        sids = [m["sid"] for m in found]
+        if token[2:] in sids:
+            start = sids.index(token[2:]) + 1
+    chunk = found[start : start + page_size]
+    keep = [(k, v) for k, v in query.multi_items() if k not in {"Page", "PageSize", "PageToken"}]
+    path = request.url.path
+
+    def page_uri(number: int, page_token: str | None = None) -> str:
+        params = [*keep, ("PageSize", str(page_size)), ("Page", str(number))]
+        if page_token:
+            params.append(("PageToken", page_token))
+        return f"{path}?{urlencode(params)}"
+
+    has_next = start + page_size < len(found)
+    return {
+        "messages": chunk,
+        "page": page,
+        "page_size": page_size,
+        "start": start,
+        "end": start + max(len(chunk) - 1, 0),
+        "uri": page_uri(page, token),
+        "first_page_uri": page_uri(0),
+        "next_page_uri": page_uri(page + 1, "PA" + chunk[-1]["sid"]) if has_next and chunk else None,
+        "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+    }
+
+
+def _control_routes(app: FastAPI, state: SandboxState) -> None:
+    """The control API under /_sandbox (local use: no credentials)."""
 
     @app.get("/_sandbox/config")
     async def get_config() -> dict[str, Any]:
@@ -220,8 +245,6 @@ def create_app(state: SandboxState, *, stopping: asyncio.Event | None = None) ->
     async def reset() -> dict[str, bool]:
         state.reset()
         return {"reset": True}
-
-    return app
 
 
 def _authenticate(state: SandboxState, header: str | None) -> None:

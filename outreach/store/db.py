@@ -99,10 +99,12 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.close()
 
 
-def alembic_config(engine: Engine | None) -> Config:
+def alembic_config(engine: Engine | None = None) -> Config:
+    """Alembic's configuration for our migrations; `engine` is the database they run on."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.attributes["engine"] = engine
+    if engine is not None:
+        cfg.attributes["engine"] = engine
     return cfg
 
 
@@ -111,21 +113,22 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     command.upgrade(alembic_config(engine), revision)
 
 
+@lru_cache(maxsize=1)
+def head_revision() -> str:
+    """The Alembic revision this code's schema is at (read from the migration scripts once)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return str(head)
+
+
 def schema_revision(engine: Engine) -> str | None:
-    """The Alembic revision the database is at; None when it has no schema yet."""
+    """The revision the database's schema is at; None when it has none (no tables: never upgraded).
+    Raises the driver's error when the database cannot be reached."""
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
-
-
-def head_revision() -> str:
-    """The revision `upgrade` migrates to: the newest migration shipped with this code."""
-    from alembic.script import ScriptDirectory
-
-    head = ScriptDirectory.from_config(alembic_config(None)).get_current_head()
-    assert head is not None, "no migrations shipped"
-    return head
 
 
 def has_schema(engine: Engine) -> bool:

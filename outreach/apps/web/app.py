@@ -6,7 +6,8 @@ after it is committed; anything slow (sending an answer) goes through the outbox
 `dispatch` after the commit. With no dispatch the answers stay `queued` and the sweeper picks them up.
 
 Twilio's form fields are read, and its TwiML written, in twilio_forms.py; the rules in
-outreach/listen/ get plain values.
+outreach/listen/ get plain values. The signature check is in security.py, /healthz's checks in
+health.py, the OpenAPI description of the webhooks in openapi.py.
 """
 
 from __future__ import annotations
@@ -14,20 +15,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from outreach.apps.web import health
 from outreach.apps.web.commits import GroupCommit
+from outreach.apps.web.openapi import IDEMPOTENCY_HEADER, INBOUND_FORM, REJECTIONS, STATUS_FORM
 from outreach.apps.web.security import (
-    FORM_TYPE,
-    MAX_BODY,
-    SIGNATURE_HEADER,
     Disconnected,
     Rejected,
     Signer,
@@ -45,99 +46,36 @@ from outreach.apps.web.twilio_forms import (
 )
 from outreach.campaigns import CampaignFile
 from outreach.clock import Clock, utcnow
-from outreach.config import Settings, get_settings
-from outreach.errors import UserError
+from outreach.config import Settings, check_settings
 from outreach.listen.status import apply_status
+from outreach.providers.twilio import STATUS_PATH
 from outreach.send.dispatch import Dispatch
-from outreach.send.holds import active_holds
-from outreach.store.db import engine_for, session_scope
+from outreach.store.db import engine_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-IDEMPOTENCY_HEADER = "I-Twilio-Idempotency-Token"
-
-
-class ErrorBody(BaseModel):
-    detail: str
-
-
-class Health(BaseModel):
-    database: str
-    broker: str | None = None
-    # Present only while a sender is held (outreach.send.holds): "degraded", and why. Still 200:
-    # the webhooks work (STOP must keep landing); only outgoing texts wait for the operator.
-    status: str | None = None
-    sender_holds: list[dict[str, Any]] | None = None
-
-
-def _field(description: str, example: str | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "description": description}
-    if example is not None:
-        schema["example"] = example
-    return schema
-
-
-def _form_body(properties: dict[str, dict[str, Any]], required: list[str]) -> dict[str, Any]:
-    """OpenAPI for a Twilio form post: documented fields, others allowed (Twilio adds fields)."""
-    schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": True}
-    return {
-        "parameters": [
-            {
-                "name": SIGNATURE_HEADER,
-                "in": "header",
-                "required": True,
-                "description": "HMAC-SHA1 of the public URL and sorted form fields, keyed by the auth token",
-                "schema": {"type": "string"},
-            },
-        ],
-        "requestBody": {"required": True, "content": {FORM_TYPE: {"schema": schema}}},
-    }
-
-
-_INBOUND_FORM = _form_body(
-    {
-        "MessageSid": _field("the inbound message's SID (at most 64 characters)", "SM" + "0" * 32),
-        "SmsMessageSid": _field("legacy alias of MessageSid"),
-        "AccountSid": _field("the Twilio account"),
-        "From": _field("the patient's number (E.164)", "+16175550123"),
-        "To": _field("our number", "+16175550100"),
-        "Body": _field("the text of the reply"),
-        "NumMedia": _field("number of media attachments", "0"),
-        "OptOutType": _field("Advanced Opt-Out's keyword family: STOP, START or HELP", "STOP"),
-    },
-    ["MessageSid", "From"],
-)
-_INBOUND_FORM["parameters"].append(
-    {
-        "name": IDEMPOTENCY_HEADER,
-        "in": "header",
-        "required": False,
-        "description": "Twilio's retry token; a repeated token changes nothing",
-        "schema": {"type": "string", "maxLength": 200},
-    }
-)
-_STATUS_FORM = _form_body(
-    {
-        "MessageSid": _field("the outbound message's SID", "SM" + "0" * 32),
-        "SmsSid": _field("legacy alias of MessageSid"),
-        "MessageStatus": _field(
-            "accepted, scheduled, queued, sending, sent, delivered, read, undelivered or failed", "delivered"
-        ),
-        "SmsStatus": _field("legacy alias of MessageStatus"),
-        "ErrorCode": _field("Twilio error code (an integer) for undelivered or failed", "30003"),
-        "ErrorMessage": _field("Twilio's description of the error, when sent"),
-        "AccountSid": _field("the Twilio account"),
-        "From": _field("our number"),
-        "To": _field("the patient's number (E.164)"),
-    },
-    ["MessageSid", "MessageStatus"],
-)
-_REJECTIONS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "malformed fields (one-line reason)"},
-    403: {"model": ErrorBody, "description": "missing or wrong X-Twilio-Signature; nothing stored"},
-    413: {"model": ErrorBody, "description": f"request body over {MAX_BODY} bytes; nothing stored"},
+INBOUND_PATH = "/twilio/inbound"
+# What `outreach web` cannot start without (variable -> why); every one missing is named at once.
+WEB_NEEDS = {
+    "TWILIO_AUTH_TOKEN": "webhook signatures are keyed by it",
+    "OUTREACH_PUBLIC_URL": "webhook signatures cover this URL",
+    "OUTREACH_CLINIC_NAME": "HELP and STOP answers name the clinic",
+    "OUTREACH_CLINIC_PHONE": "HELP answers give the clinic's number",
 }
+_SLASHES = re.compile(r"//+")
+
+
+def routing_path(path: str) -> str:
+    """The path a request is routed by: repeated slashes collapsed and a trailing slash dropped.
+
+    Operators paste webhook URLs by hand: `https://host/` + `/twilio/inbound` makes Twilio call
+    `//twilio/inbound`, and `/twilio/inbound/` is as likely. Both are served where they were sent,
+    without a redirect (Twilio does not follow one with its POST); the signature is still checked
+    against the path as requested, the one Twilio signed.
+    """
+    path = _SLASHES.sub("/", path)
+    return path.rstrip("/") or "/"
 
 
 class WebhookAPI(FastAPI):
@@ -149,16 +87,21 @@ class WebhookAPI(FastAPI):
     ASGI handler; everything else (health, the OpenAPI document, other methods, a path under a
     mount's root_path) goes through FastAPI, whose webhook routes document the operations and call
     the very same handlers. Middleware added to this app does not see the fast-path requests.
+    A path with a doubled or trailing slash is routed as `routing_path` spells it.
     """
 
     fast_paths: dict[str, ASGIApp]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            handler = self.fast_paths.get(scope["path"])
-            if handler is not None:
-                await handler(scope, receive, send)
-                return
+        if scope["type"] == "http":
+            path = scope["path"]
+            if "//" in path or (path.endswith("/") and path != "/"):
+                scope = {**scope, "path": routing_path(path)}  # raw_path keeps what was requested
+            if scope["method"] == "POST" and not scope.get("root_path"):
+                handler = self.fast_paths.get(scope["path"])
+                if handler is not None:
+                    await handler(scope, receive, send)
+                    return
         await super().__call__(scope, receive, send)
 
 
@@ -182,76 +125,97 @@ def create_app(
     broker_check: Callable[[], object] | None = None,
     clock: Clock = utcnow,
 ) -> WebhookAPI:
-    """Build the app; a setting it cannot work without is a UserError naming the variable.
+    """Build the app; settings it cannot work without are one UserError naming every one of them.
 
-    `campaigns` defaults to the files in OUTREACH_CAMPAIGNS_DIR, read once here (restart to reload);
-    `broker_check` raises when the broker is unreachable; `clock` returns naive UTC.
+    `settings` defaults to the environment (and .env); `campaigns` to the files in
+    OUTREACH_CAMPAIGNS_DIR, read once here (restart to reload); `broker_check` raises when the
+    broker is unreachable; `clock` returns naive UTC.
     """
-    settings = settings or get_settings()
-    auth_token = _required(
-        settings.twilio_auth_token, "TWILIO_AUTH_TOKEN", "webhook signatures are keyed by it"
-    )
-    public_url = _required(settings.public_url, "OUTREACH_PUBLIC_URL", "webhook signatures cover this URL")
-    if not public_url.startswith(("http://", "https://")):
-        raise UserError(f"OUTREACH_PUBLIC_URL: must start with https:// or http:// (got {public_url!r})")
-    public_url = public_url.rstrip("/")
-    _required(settings.clinic_name, "OUTREACH_CLINIC_NAME", "HELP and STOP answers name the clinic")
-    _required(settings.clinic_phone, "OUTREACH_CLINIC_PHONE", "HELP answers give the clinic's number")
+    settings = web_settings(settings)
+    public_url = (settings.public_url or "").rstrip("/")
     db = engine or engine_for(settings.database_url)
     if campaigns is None:
         from outreach.campaigns import load_campaigns
 
         campaigns = load_campaigns(settings.campaigns_dir, settings=settings)
-    hooks = _Webhooks(settings, Signer(auth_token, public_url), GroupCommit(db), campaigns, dispatch, clock)
-
+    signer = Signer(settings.twilio_auth_token or "", public_url)
+    hooks = _Webhooks(settings, signer, GroupCommit(db), health.SchemaWatch(db), campaigns, dispatch, clock)
     app = WebhookAPI(
         title="outreach webhooks",
         description="Twilio webhooks (inbound replies, status callbacks) and a health check.",
         version="1",
     )
-    app.fast_paths = {"/twilio/inbound": hooks.inbound, "/twilio/status": hooks.status}
+    app.fast_paths = {INBOUND_PATH: hooks.inbound, STATUS_PATH: hooks.status}
+    _webhook_routes(app, hooks)
+    _health_route(app, _health_checks(settings, db, broker_check))
+    return app
+
+
+def web_settings(settings: Settings | None) -> Settings:
+    """The settings (read now when not given), refused with every problem at once: each missing
+    setting of WEB_NEEDS and each malformed value, in one line."""
+    check = check_settings(WEB_NEEDS, settings)
+    error = check.error()
+    if error is not None:
+        raise error
+    return check.settings
+
+
+def _health_checks(
+    settings: Settings, db: Engine, broker_check: Callable[[], object] | None
+) -> list[health.Check]:
+    """/healthz's checks, in order; a new one is one more entry."""
+    checks = [
+        health.Check("database", lambda: health.database(db)),
+        health.Check("schema", lambda: health.schema(db), needs="database"),
+        health.Check("settings", lambda: health.sender(settings), critical=False),
+    ]
+    if broker_check is not None:
+        checks.append(health.Check("broker", health.probe(broker_check), critical=False))
+    checks.append(
+        health.Check("sender_holds", lambda: health.sender_holds(db), critical=False, needs="schema")
+    )
+    return checks
+
+
+def _webhook_routes(app: FastAPI, hooks: _Webhooks) -> None:
+    """The documented webhook routes; they serve what the fast path does not (a mounted app)."""
 
     @app.post(
-        "/twilio/inbound",
+        INBOUND_PATH,
         summary="An inbound SMS reply",
         response_class=Response,
         responses={
             200: {"content": {"application/xml": {"schema": {"type": "string"}}}, "description": "TwiML"},
-            **_REJECTIONS,
+            **REJECTIONS,
         },
-        openapi_extra=_INBOUND_FORM,
+        openapi_extra=INBOUND_FORM,
     )
     async def inbound(request: Request) -> Response:
         return _Delegate(hooks.inbound)
 
     @app.post(
-        "/twilio/status",
+        STATUS_PATH,
         summary="A status callback for a message we sent",
         status_code=204,
         response_class=Response,
-        responses={204: {"description": "recorded (or already known)"}, **_REJECTIONS},
-        openapi_extra=_STATUS_FORM,
+        responses={204: {"description": "recorded (or already known)"}, **REJECTIONS},
+        openapi_extra=STATUS_FORM,
     )
     async def status_callback(request: Request) -> Response:
         return _Delegate(hooks.status)
 
+
+def _health_route(app: FastAPI, checks: Sequence[health.Check]) -> None:
     @app.get(
         "/healthz",
-        summary="Database (and broker) reachable",
-        response_model=Health,
-        response_model_exclude_none=True,
-        responses={503: {"model": Health, "description": "a dependency is unreachable"}},
+        summary="Database reachable, schema current, settings complete (and broker reachable)",
+        response_model=health.Health,
+        responses={503: {"model": health.Health, "description": "a check failed: degraded or down"}},
     )
     def healthz() -> JSONResponse:
-        report: dict[str, str] = {"database": _probe(lambda: _select_one(db))}
-        if broker_check is not None:
-            report["broker"] = _probe(broker_check)
-        healthy = all(value == "ok" for value in report.values())
-        held = _held(db) if report["database"] == "ok" else []
-        body: dict[str, Any] = {**report, "status": "degraded", "sender_holds": held} if held else report
-        return JSONResponse(body, status_code=200 if healthy else 503)
-
-    return app
+        status, report = health.evaluate(checks)
+        return JSONResponse(report.model_dump(mode="json"), status_code=status)
 
 
 class _Webhooks:
@@ -266,6 +230,7 @@ class _Webhooks:
         settings: Settings,
         signer: Signer,
         commits: GroupCommit,
+        schema: health.SchemaWatch,
         campaigns: Mapping[str, CampaignFile],
         dispatch: Dispatch | None,
         clock: Clock,
@@ -273,6 +238,7 @@ class _Webhooks:
         self._settings = settings
         self._signer = signer
         self._commits = commits
+        self._schema = schema
         self._campaigns = campaigns
         self._dispatch = dispatch
         self._clock = clock
@@ -287,11 +253,15 @@ class _Webhooks:
         if reply is None:
             return
         now = self._clock()
-        result = await self._commits.run(
-            lambda session: store_reply(
-                session, reply, settings=self._settings, campaigns=self._campaigns, now=now
+        try:
+            result = await self._commits.run(
+                lambda session: store_reply(
+                    session, reply, settings=self._settings, campaigns=self._campaigns, now=now
+                )
             )
-        )
+        except DBAPIError as exc:
+            await self._unavailable(scope, send, exc)
+            return
         if self._dispatch is not None and result.answer_ids:
             # Blocking (the broker's client): off the event loop, after the commit, before the answer.
             loop = asyncio.get_running_loop()
@@ -304,17 +274,21 @@ class _Webhooks:
         if callback is None:
             return
         now = self._clock()
-        await self._commits.run(
-            lambda session: apply_status(
-                session,
-                callback.sid,
-                callback.status,
-                callback.error_code,
-                now,
-                error_message=callback.error_message,
-                to=callback.to,
+        try:
+            await self._commits.run(
+                lambda session: apply_status(
+                    session,
+                    callback.sid,
+                    callback.status,
+                    callback.error_code,
+                    now,
+                    error_message=callback.error_message,
+                    to=callback.to,
+                )
             )
-        )
+        except DBAPIError as exc:
+            await self._unavailable(scope, send, exc)
+            return
         await _respond(send, 204, b"", None)
 
     async def _accept(
@@ -331,6 +305,16 @@ class _Webhooks:
         except Disconnected:
             pass
         return None
+
+    async def _unavailable(self, scope: Scope, send: Send, exc: DBAPIError) -> None:
+        """503 when the database cannot take the webhook now: its schema is missing or behind, or
+        the server is unreachable. Nothing was stored (the transaction rolled back) and a 5xx is
+        what tells Twilio to retry. Any other database error is a bug and stays a 500."""
+        problem = await asyncio.get_running_loop().run_in_executor(None, self._schema.problem)
+        if problem is None and not isinstance(exc, OperationalError | InterfaceError):
+            raise exc
+        detail = problem or f"database unavailable ({type(exc.orig).__name__}); retry later"
+        await _reject(scope, send, Rejected(503, detail))
 
 
 _XML = b"application/xml"
@@ -352,36 +336,6 @@ async def _reject(scope: Scope, send: Send, exc: Rejected) -> None:
     log.warning("%s refused with %s: %s", scope["path"], exc.status, exc.detail)
     body = json.dumps({"detail": exc.detail}, ensure_ascii=False, separators=(",", ":")).encode()
     await _respond(send, exc.status, body, _JSON)
-
-
-def _required(value: str | None, name: str, why: str) -> str:
-    if not value or not value.strip():
-        raise UserError(f"{name} is not set ({why})")
-    return value.strip()
-
-
-def _select_one(engine: Engine) -> None:
-    with engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
-
-
-def _held(engine: Engine) -> list[dict[str, Any]]:
-    """Senders paused for an account or configuration error, each with why (holds.Hold.as_json)."""
-    try:
-        with session_scope(engine) as session:
-            return [{**hold.as_json(), "why": hold.describe()} for hold in active_holds(session)]
-    except Exception as exc:  # a schema without the table: the database check speaks for it
-        log.warning("health check could not read sender holds: %s", exc.__class__.__name__)
-        return []
-
-
-def _probe(check: Callable[[], object]) -> str:
-    try:
-        check()
-    except Exception as exc:
-        log.warning("health check failed: %s", exc.__class__.__name__)
-        return "unreachable"
-    return "ok"
 
 
 def _dispatch(dispatch: Dispatch, ids: Sequence[int]) -> None:

@@ -25,11 +25,13 @@ import collections
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from outreach.store.db import session_scope
@@ -108,6 +110,7 @@ class GroupCommit:
         """Every item's result from one transaction; one transaction per item if that fails."""
         try:
             with session_scope(self._engine) as session:
+                self._begin(session)
                 results = [(True, item.work(session)) for item in batch]
             return results
         except Exception as exc:
@@ -121,10 +124,15 @@ class GroupCommit:
     def _alone(self, item: _Item[Any]) -> tuple[bool, Any]:
         try:
             with session_scope(self._engine) as session:
+                self._begin(session)
                 result = item.work(session)
             return True, result
         except Exception as exc:
             return False, exc
+
+    def _begin(self, session: Session) -> None:
+        if self._engine.dialect.name == "sqlite":
+            take_sqlite_write_lock(session)
 
     @staticmethod
     def _settle(batch: list[_Item[Any]], results: list[tuple[bool, Any]]) -> None:
@@ -135,6 +143,35 @@ class GroupCommit:
         for loop, outcomes in by_loop.items():
             with contextlib.suppress(RuntimeError):  # that loop is closed: its callers are gone
                 loop.call_soon_threadsafe(_resolve, outcomes)
+
+
+def take_sqlite_write_lock(session: Session, poll_s: float = 0.005) -> None:
+    """Start the session's SQLite transaction as the writer (BEGIN IMMEDIATE), polling for the lock
+    every `poll_s` instead of through SQLite's busy handler, for as long as the busy timeout.
+
+    SQLite admits one writer at a time, and its busy handler backs off (1, 2, 5 ... up to 100 ms
+    between tries), so a writer that has waited a while tries less often than newcomers: with a
+    worker's 64 sending threads taking the lock meanwhile, a webhook batch starved for 4-8 s
+    (bench/README.md, `--while-sending --sqlite`), close to the 10-15 s a callback's sender waits.
+    Webhooks have that deadline and the sending threads do not, so the webhooks keep trying every
+    few milliseconds. Taking the lock first also means the batch never has to upgrade a read to a
+    write (which fails at once in WAL mode when another writer committed since the read began).
+    """
+    conn = session.connection()
+    timeout_ms = int(conn.exec_driver_sql("PRAGMA busy_timeout").scalar_one())
+    conn.exec_driver_sql("PRAGMA busy_timeout = 0")
+    deadline = time.monotonic() + timeout_ms / 1000
+    try:
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as exc:  # SQLAlchemy's: a 503 to the webhook when it gives up
+                if "locked" not in str(exc.orig) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(poll_s)
+    finally:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {timeout_ms}")
 
 
 def _resolve(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

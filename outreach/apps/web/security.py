@@ -16,7 +16,7 @@ import hmac
 from collections.abc import Mapping
 from hashlib import sha1
 from typing import Any
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import ParseResult, parse_qsl, urlparse
 
 from starlette.types import Receive, Scope
 from twilio.request_validator import add_port, remove_port
@@ -42,29 +42,56 @@ class Disconnected(Exception):
 
 
 class Signer:
-    """Twilio's request signature for our public URL: base64 HMAC-SHA1, keyed by the auth token, of
-    the URL Twilio called followed by every form field name and value, sorted.
+    """Twilio's request signature: base64 HMAC-SHA1, keyed by the auth token, of the URL Twilio
+    called followed by every form field name and value, sorted.
 
-    The same algorithm as `twilio.request_validator.RequestValidator.validate` (form posts, SHA1),
-    accepting the URL with and without its default port as that validator does, because Twilio is
-    not consistent about it. The key's HMAC state and the two URL forms are prepared once instead of
-    per request.
+    The same algorithm as `twilio.request_validator.RequestValidator.validate` (form posts, SHA1).
+    Twilio signs the URL it was configured with, exactly as typed: so the candidates are the
+    configured public URL (scheme, host and any path prefix of OUTREACH_PUBLIC_URL) followed by the
+    path and query as requested (a doubled or trailing slash included), each with and without the
+    default port as Twilio's validator tries them; and, when the request's Host header names the
+    configured host in other letter case, the same with the Host header's spelling. A Host naming
+    any other host adds nothing, so a signature made for another site never passes here.
+    One HMAC per candidate, from a key state and base URLs prepared once.
     """
 
     def __init__(self, auth_token: str, public_url: str) -> None:
         self._mac = hmac.new(auth_token.encode("utf-8"), digestmod=sha1)
         parsed = urlparse(public_url.rstrip("/"))
-        self._bases = tuple(dict.fromkeys((remove_port(parsed), add_port(parsed))))
+        self._scheme = parsed.scheme
+        self._netloc = parsed.netloc.encode("latin-1")
+        self._hostname = parsed.hostname or ""  # lower case
+        self._prefix = parsed.path
+        self._bases = _with_and_without_port(parsed)
 
-    def valid(self, url_tail: str, fields: Mapping[str, list[str]], signature: bytes) -> bool:
-        """Whether `signature` signs our public URL + `url_tail` (path and query) and `fields`."""
+    def valid(self, scope: Scope, fields: Mapping[str, list[str]], signature: bytes) -> bool:
+        """Whether `signature` signs this request's URL (a candidate of the class doc) and `fields`."""
+        tail = url_tail(scope)
         payload = "".join(name + value for name in sorted(fields) for value in sorted(set(fields[name])))
-        for base in self._bases:
+        for base in self._bases + self._host_bases(header(scope, b"host")):
             mac = self._mac.copy()
-            mac.update((base + url_tail + payload).encode("utf-8"))
+            mac.update((base + tail + payload).encode("utf-8"))
             if hmac.compare_digest(base64.b64encode(mac.digest()), signature):
                 return True
         return False
+
+    def _host_bases(self, host: bytes | None) -> tuple[str, ...]:
+        """Base URLs spelled with the request's Host when it is our host in other letter case."""
+        if host is None or host == self._netloc:
+            return ()
+        spelled = host.decode("latin-1")
+        try:
+            parsed = urlparse(f"{self._scheme}://{spelled}{self._prefix}")
+            same = parsed.hostname == self._hostname
+        except ValueError:  # a malformed Host (bad port, brackets)
+            return ()
+        if not same:
+            return ()
+        return tuple(base for base in _with_and_without_port(parsed) if base not in self._bases)
+
+
+def _with_and_without_port(parsed: ParseResult) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((remove_port(parsed), add_port(parsed))))
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -76,8 +103,12 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 
 def url_tail(scope: Scope) -> str:
-    """Path and query of the request as the URL Twilio signed (escaped as Starlette's URL does)."""
-    path = str(scope["path"]).replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
+    """Path and query of the request as sent (raw, percent-escapes and all): the URL Twilio signed."""
+    raw = scope.get("raw_path")
+    if raw is not None:
+        path = bytes(raw).decode("utf-8", "replace")
+    else:  # a server without raw_path: escape as Starlette's URL does
+        path = str(scope["path"]).replace("?", "%3F").replace("#", "%23").replace("\\", "%5C")
     query = bytes(scope.get("query_string", b"")).decode()
     return f"{path}?{query}" if query else path
 
@@ -120,7 +151,7 @@ def signed_form(scope: Scope, body: bytes, signer: Signer) -> dict[str, str]:
     fields: dict[str, list[str]] = {}
     for name, value in pairs:
         fields.setdefault(name, []).append(value)
-    if not signer.valid(url_tail(scope), fields, signature):
+    if not signer.valid(scope, fields, signature):
         raise Rejected(403, f"{SIGNATURE_HEADER} does not match this request")
     if not is_form:
         raise Rejected(400, f"expected {FORM_TYPE}")
