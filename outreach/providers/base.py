@@ -36,8 +36,8 @@ class ProviderError(Exception):
         self.message = message
 
 
-class RetryableError(ProviderError):
-    """Nothing was created (rate limited, server error before acceptance, no connection): retry the row."""
+class _Refused(ProviderError):
+    """An answer that carries the provider's error code and HTTP status (either may be missing)."""
 
     def __init__(self, code: int | None, http_status: int | None, message: str) -> None:
         super().__init__(message)
@@ -46,23 +46,23 @@ class RetryableError(ProviderError):
 
     def __repr__(self) -> str:
         return (
-            f"RetryableError(code={self.code!r}, http_status={self.http_status!r}, message={self.message!r})"
+            f"{type(self).__name__}(code={self.code!r}, http_status={self.http_status!r}, "
+            f"message={self.message!r})"
         )
 
 
-class PermanentError(ProviderError):
+class RetryableError(_Refused):
+    """Nothing was created (rate limited, server error before acceptance, no connection): retry the row."""
+
+
+class PermanentError(_Refused):
     """The provider refused this message for good (invalid number, opted out, not a mobile...)."""
 
     def __init__(self, code: int | None, message: str, http_status: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.http_status = http_status
-
-    def __repr__(self) -> str:
-        return f"PermanentError(code={self.code!r}, message={self.message!r})"
+        super().__init__(code, http_status, message)
 
 
-class OperatorError(ProviderError):
+class OperatorError(_Refused):
     """The account or the sender's setup refuses every message alike (bad credentials, a from-number
     that cannot text, a missing region permission, a broken Messaging Service): nothing was created.
 
@@ -71,16 +71,6 @@ class OperatorError(ProviderError):
     campaigns. The sender puts the row back and holds the sender until a probe succeeds
     (outreach.send.holds).
     """
-
-    def __init__(self, code: int | None, http_status: int | None, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.http_status = http_status
-
-    def __repr__(self) -> str:
-        return (
-            f"OperatorError(code={self.code!r}, http_status={self.http_status!r}, message={self.message!r})"
-        )
 
 
 class AmbiguousError(ProviderError):
