@@ -11,6 +11,7 @@ sits (file, NDJSON line or Bundle entry), and the patient's active flag (decease
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +50,12 @@ def import_fhir(
     kind_of = load_code_map(settings.code_map)
     require_tables(engine, "patients", "patient_events")
     run = _Run(engine, settings, kind_of, today or clinic_today(settings.default_timezone), batch_size)
-    for path in files:
-        run.read_file(path, progress)
+    try:
+        for path in files:
+            run.read_file(path, progress)
+    except BaseException:
+        run.close()
+        raise
     return run.finish()
 
 
@@ -70,6 +75,8 @@ class _Run:
         )
         self.events = EventWriter(engine)
         self.result = FhirResult()
+        self.loader = ThreadPoolExecutor(1, "fhir-events") if engine.dialect.name == "postgresql" else None
+        self.in_flight: Future[None] | None = None
         # Patient reference keys whose mrn differs from the key (the one thing kept per patient).
         self.mrn_of: dict[str, str] = {}
         self.path = Path()
@@ -154,7 +161,7 @@ class _Run:
         self.event_rows.append(row)
         self.event_at.append(at)
         if len(self.event_rows) >= self.size:
-            self._flush_events()
+            self._flush_events(wait=False)
 
     def _flush_patients(self) -> None:
         """Upsert the pending Patients; then set `active` from deceased/active (the roster's upsert
@@ -191,12 +198,26 @@ class _Run:
                     )
                     self.result.deactivated += conn.execute(stmt).rowcount if not flag else 0
 
-    def _flush_events(self) -> None:
-        """Patients first, so an event of a patient in the same file finds it on the roster."""
+    def _flush_events(self, *, wait: bool = True) -> None:
+        """Patients first, so an event of a patient in the same file finds it on the roster.
+
+        On PostgreSQL the batch is written by a thread while this one parses the next (the
+        driver waits on the server without the GIL), one batch in flight; SQLite has one writer
+        at a time anyway, so it writes here."""
         self._flush_patients()
-        self.events.write(self.event_rows, self.event_at)
-        self.result.events_accepted += len(self.event_rows)
+        self._wait_for_events()
+        rows, at = self.event_rows, self.event_at
+        self.result.events_accepted += len(rows)
         self.event_rows, self.event_at = [], []
+        if self.loader is None or wait:
+            self.events.write(rows, at)
+        else:
+            self.in_flight = self.loader.submit(self.events.write, rows, at)
+
+    def _wait_for_events(self) -> None:
+        if self.in_flight is not None:
+            in_flight, self.in_flight = self.in_flight, None
+            in_flight.result()
 
     def _error(self, at: int, field: str, value: str, reason: str) -> None:
         ndjson = is_ndjson(self.path)
@@ -204,8 +225,17 @@ class _Run:
             FhirError(self.path, at if ndjson else None, None if ndjson else at, field, value, reason)
         )
 
+    def close(self) -> None:
+        """Wait for (or, after a failure, drop) the batch in flight and release the connections."""
+        try:
+            self._wait_for_events()
+        finally:
+            if self.loader is not None:
+                self.loader.shutdown(wait=True)
+            self.patients.close()
+
     def finish(self) -> FhirResult:
-        self.patients.close()
+        self.close()
         result = self.result
         writer = self.patients
         result.patients.accepted, result.patients.inserted, result.patients.updated = (
