@@ -96,3 +96,91 @@ def _finish(result: FhirResult, target: Path | None, as_json: bool) -> None:
             out.print(Text(line, style="yellow" if result.rejected else "green"), soft_wrap=True)
     if result.rejected:
         raise click.exceptions.Exit(1)
+
+
+@fhir.command("export")
+@click.option("--base-url", required=True, metavar="URL", help="The FHIR server's base URL.")
+@click.option("--group", metavar="ID", help="Export this Group's patients (default: all patients).")
+@click.option("--since", metavar="ISO", help="Only resources changed since this instant (_since).")
+@click.option("--client-id", metavar="ID", help="SMART Backend Services client id (with --key).")
+@click.option(
+    "--key", "key_path", type=click.Path(dir_okay=False), metavar="PEM", help="Private key (RSA or EC P-384)."
+)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR", help="Where the files go.")
+@_errors_option
+@json_option(_JSON_HELP)
+def fhir_export(
+    base_url: str,
+    group: str | None,
+    since: str | None,
+    client_id: str | None,
+    key_path: str | None,
+    out_dir: str | None,
+    errors_path: str | None,
+    as_json: bool,
+) -> None:
+    """FHIR Bulk Data $export (kick-off, poll, download), then import what it wrote.
+
+    With --client-id and --key, authenticates with SMART Backend Services. Exits 1 if any
+    resource was rejected, 2 if the export itself failed (with the server's reason)."""
+    from outreach.ingest.roster import check_errors_path
+
+    _check_since(since)
+    if (client_id is None) != (key_path is None):
+        raise click.UsageError("--client-id and --key go together; give both, or neither for an open server")
+    database = engine()
+    if errors_path is not None:
+        check_errors_path(Path(errors_path))
+    out = Path(out_dir) if out_dir else Path(f"fhir-export-{_stamp()}")
+    files = _export(base_url, group, since, client_id, key_path, out, as_json)
+    target = _errors_target(errors_path, files, database) if files else None
+    if not files:
+        note(f"the export returned no files ({out})")
+        return
+    _run_import(database, files, target, as_json)
+
+
+def _export(
+    base_url: str,
+    group: str | None,
+    since: str | None,
+    client_id: str | None,
+    key_path: str | None,
+    out: Path,
+    as_json: bool,
+) -> list[Path]:
+    import requests
+
+    from outreach.ingest.fhir.auth import SmartAuth
+    from outreach.ingest.fhir.bulk import BulkClient
+
+    session = requests.Session()
+    auth = SmartAuth(base_url, client_id, Path(key_path), session) if client_id and key_path else None
+    client = BulkClient(base_url, auth=auth, session=session, on_progress=None if as_json else _show_progress)
+    result = client.export(out, group=group, since=since)
+    for remark in result.notes:
+        note(f"note: {remark}")
+    return result.files
+
+
+def _show_progress(text: str) -> None:
+    note(f"export: {text}")
+
+
+def _check_since(since: str | None) -> None:
+    import datetime as dt
+
+    if since is None:
+        return
+    try:
+        dt.datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            "not an ISO instant; write it like 2026-01-01T00:00:00Z", param_hint="--since"
+        ) from None
+
+
+def _stamp() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
