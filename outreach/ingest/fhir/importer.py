@@ -24,6 +24,7 @@ from outreach.ingest.csvfile import Progress, RowError
 from outreach.ingest.events import EVENT_COLUMNS, event_row
 from outreach.ingest.fhir.codemap import CodeMap, load_code_map
 from outreach.ingest.fhir.files import Item, fhir_files, is_ndjson, read_items
+from outreach.ingest.fhir.idmap import IdMap
 from outreach.ingest.fhir.report import FhirError, FhirResult
 from outreach.ingest.fhir.resources import Unusable, event_facts, patient_facts, patient_keys, reference_key
 from outreach.ingest.fields import MRN_MAX
@@ -77,8 +78,7 @@ class _Run:
         self.result = FhirResult()
         self.loader = ThreadPoolExecutor(1, "fhir-events") if engine.dialect.name == "postgresql" else None
         self.in_flight: Future[None] | None = None
-        # Patient reference keys whose mrn differs from the key (the one thing kept per patient).
-        self.mrn_of: dict[str, str] = {}
+        self.mrn_of = IdMap()  # reference keys whose mrn differs (the one thing kept per patient)
         self.path = Path()
         self._start_file(self.path)
 
@@ -131,7 +131,7 @@ class _Run:
         mrn = facts.values[0].strip()
         for key in patient_keys(resource, full_url):
             if key != mrn:
-                self.mrn_of[key] = mrn
+                self.mrn_of.add(key, mrn)
         if mrn and len(mrn) <= MRN_MAX:
             first = self.seen.first(mrn, at)
             if first != at:
@@ -148,7 +148,7 @@ class _Run:
             setattr(self.result, f"skipped_{facts}", getattr(self.result, f"skipped_{facts}") + 1)
             return
         key = reference_key(facts.patient)
-        mrn = self.mrn_of.get(key, key)
+        mrn = self.mrn_of.get(key)
         errors: list[RowError] = []
         row = event_row(
             at, [mrn, facts.kind, facts.date, facts.code, facts.system], _EVENT_INDEX, self.today, errors
