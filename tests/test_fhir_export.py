@@ -197,3 +197,17 @@ def test_user_errors_exit_2(engine: Engine, tmp_path: Path) -> None:
         ],
     )
     assert bad_key.exit_code == 2 and "not an unencrypted PEM private key" in bad_key.stderr
+
+
+def test_a_token_about_to_expire_is_replaced_before_it_is_used(
+    server: BulkServer, state: BulkState, key: tuple[Path, object]
+) -> None:
+    now = [1000.0]
+    session = requests.Session()
+    auth = SmartAuth(server.url, "outreach-test", key[0], session, clock=lambda: now[0])
+    first = auth.header()
+    now[0] += 200.0  # 100 s left of 300: still good
+    assert auth.header() == first
+    now[0] += 80.0  # 20 s left: replaced before a request could meet a 401
+    assert auth.header() != first
+    assert len(state.seen_jti) == 2 and not [line for line in state.log if " 401" in line]

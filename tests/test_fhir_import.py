@@ -329,3 +329,26 @@ def test_the_id_map_keeps_keys_compactly_and_answers_unknown_keys_with_themselve
         "nobody",
         5000,
     )
+
+
+def test_resources_of_unexpected_shape_are_reported_not_raised(engine: Engine, tmp_path: Path) -> None:
+    odd_patient = patient("p2", name="Ann Lee", telecom={"system": "phone"})
+    odd_event = immunization("p1", "140", "2025-10-01")
+    odd_event["occurrenceDateTime"] = 20251001
+    odd_code = procedure("p1", "73761001", "2024-03-01")
+    odd_code["code"] = ["73761001"]
+    weird_subject = immunization("p1", "140", "2025-10-01")
+    weird_subject["patient"] = {"reference": "Group/7"}
+    result = _import(
+        engine,
+        write_ndjson(
+            tmp_path / "odd.ndjson", [patient("p1"), odd_patient, odd_event, odd_code, weird_subject]
+        ),
+    )
+    assert [(e.line, e.field) for e in result.errors] == [
+        (2, "Patient.name.given"),
+        (2, "Patient.telecom (phone)"),
+        (3, "occurrenceDateTime"),
+        (5, "patient.reference"),
+    ]
+    assert result.skipped_unmapped == 1 and set(_patients(engine)) == {"p1"}

@@ -26,7 +26,15 @@ from outreach.ingest.fhir.codemap import CodeMap, load_code_map
 from outreach.ingest.fhir.files import Item, fhir_files, is_ndjson, read_items
 from outreach.ingest.fhir.idmap import IdMap
 from outreach.ingest.fhir.report import FhirError, FhirResult
-from outreach.ingest.fhir.resources import Unusable, event_facts, patient_facts, patient_keys, reference_key
+from outreach.ingest.fhir.resources import (
+    EventFacts,
+    PatientFacts,
+    Unusable,
+    event_facts,
+    patient_facts,
+    patient_keys,
+    reference_key,
+)
 from outreach.ingest.fields import MRN_MAX
 from outreach.ingest.load import EventWriter, PatientWriter, require_tables
 from outreach.ingest.patients import PATIENT_COLUMNS, Batch, PatientCheck
@@ -116,20 +124,33 @@ class _Run:
             self._error(item.at, "", "", item.problem)
             self.result.unreadable += 1
             return
+        is_patient = resource["resourceType"] == "Patient"
         try:
-            if resource["resourceType"] == "Patient":
-                self._patient(item.at, resource, item.full_url)
-            else:
-                self._event(item.at, resource)
+            # Only the reading is guarded: an element of an unexpected JSON type (a string where
+            # FHIR has a list) is that resource's problem, never the import's.
+            facts = patient_facts(resource, self.today) if is_patient else event_facts(resource, self.kind_of)
+            keys = patient_keys(resource, item.full_url) if is_patient else []
         except Unusable as exc:
-            self._error(item.at, exc.field, exc.value, exc.reason)
-            self.result.events_rejected += resource["resourceType"] != "Patient"
-            self.result.patients.rejected += resource["resourceType"] == "Patient"
+            self._reject(item.at, is_patient, exc.field, exc.value, exc.reason)
+            return
+        except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+            self._reject(item.at, is_patient, "", "", f"not a valid {resource['resourceType']} ({exc})")
+            return
+        if isinstance(facts, PatientFacts):
+            self._patient(item.at, facts, keys)
+        else:
+            self._event(item.at, facts)
 
-    def _patient(self, at: int, resource: dict[str, Any], full_url: str) -> None:
-        facts = patient_facts(resource, self.today)
+    def _reject(self, at: int, is_patient: bool, field: str, value: str, reason: str) -> None:
+        self._error(at, field, value, reason)
+        if is_patient:
+            self.result.patients.rejected += 1
+        else:
+            self.result.events_rejected += 1
+
+    def _patient(self, at: int, facts: PatientFacts, keys: list[str]) -> None:
         mrn = facts.values[0].strip()
-        for key in patient_keys(resource, full_url):
+        for key in keys:
             if key != mrn:
                 self.mrn_of.add(key, mrn)
         if mrn and len(mrn) <= MRN_MAX:
@@ -142,8 +163,7 @@ class _Run:
         if len(self.lines) >= self.size:
             self._flush_patients()
 
-    def _event(self, at: int, resource: dict[str, Any]) -> None:
-        facts = event_facts(resource, self.kind_of)
+    def _event(self, at: int, facts: EventFacts | str) -> None:
         if isinstance(facts, str):
             setattr(self.result, f"skipped_{facts}", getattr(self.result, f"skipped_{facts}") + 1)
             return

@@ -195,8 +195,9 @@ def _name(names: Any, today: dt.date) -> tuple[str, str]:
     for use in ("official", "usual", None):
         for name in usable:
             if use is None or name.get("use") == use:
-                given = name.get("given") or ()
-                return (_text(given[0]) if given else ""), _text(name.get("family"))
+                given = name.get("given")
+                first = given[0] if isinstance(given, list) and given else ""
+                return _text(first), _text(name.get("family"))
     return "", ""
 
 
