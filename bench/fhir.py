@@ -3,7 +3,7 @@
 Writes Patient.ndjson (samples/generate.py's seeded roster as FHIR Patients) and Immunization,
 Procedure and Observation files (three events a patient: a flu shot, a colonoscopy, a FIT result,
 one in ten of them in a status that closes no gap), then imports the folder into PostgreSQL (a
-private schema) or a temporary SQLite file. Before the import it times the two JSON parsers on the
+private schema) or a temporary SQLite file. After the import it times the two JSON parsers on the
 first lines of the export, which is how the parser was chosen. Prints one JSON object and a
 one-line summary; targets are reported, not asserted (>= 20,000 resources/s, flat memory).
 """
