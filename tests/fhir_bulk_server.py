@@ -155,6 +155,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(200, data)
 
+    def do_DELETE(self) -> None:
+        if self.path.startswith("/status/") and self._authorized():
+            self._send(202)
+
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
         form = urllib.parse.parse_qs(self.rfile.read(length).decode())

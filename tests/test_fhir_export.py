@@ -104,6 +104,7 @@ def test_export_polls_as_told_downloads_with_the_token_and_imports(
     assert "GET /Group/g1/$export 429" in state.log and "GET /Group/g1/$export 202" in state.log
     assert state.log.count("GET /status/job-1 202") == 1
     assert sorted(p.name for p in out.iterdir()) == ["Immunization-2.ndjson", "Patient-1.ndjson"]
+    assert state.log[-1] == "DELETE /status/job-1 202"  # the server may delete the files now
     with session_scope(engine) as s:
         assert s.scalar(select(Patient).limit(1)) is not None
         assert len(s.scalars(select(PatientEvent)).all()) == 40

@@ -10,6 +10,7 @@ because a multi-gigabyte file restarted from zero may never finish.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
 from collections.abc import Callable
@@ -59,7 +60,15 @@ class BulkClient:
     def export(self, out: Path, *, group: str | None = None, since: str | None = None) -> Export:
         status_url = self.kick_off(group, since)
         manifest = self.wait(status_url)
-        return self.download(manifest, out)
+        done = self.download(manifest, out)
+        self.release(status_url)
+        return done
+
+    def release(self, status_url: str) -> None:
+        """Tell the server the files are fetched (DELETE on the status URL, as the IG suggests) so
+        it can delete them; a server that refuses only keeps them longer."""
+        with contextlib.suppress(UserError):
+            self._call("DELETE", status_url).close()
 
     def kick_off(self, group: str | None, since: str | None) -> str:
         """Start the export; the status URL the server answers with (Content-Location)."""
