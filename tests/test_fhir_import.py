@@ -352,3 +352,11 @@ def test_resources_of_unexpected_shape_are_reported_not_raised(engine: Engine, t
         (5, "patient.reference"),
     ]
     assert result.skipped_unmapped == 1 and set(_patients(engine)) == {"p1"}
+
+
+def test_the_code_map_ships_in_the_wheel() -> None:
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "outreach.ingest.fhir" in setuptools["packages"]
+    assert "ingest/fhir/codemap.csv" in setuptools["package-data"]["outreach"]
