@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     weekly_cap: int = Field(3, ge=1, alias="OUTREACH_WEEKLY_CAP")
     # Twilio Advanced Opt-Out answers STOP/START/HELP itself; then the webhook must stay silent.
     twilio_advanced_opt_out: bool = Field(False, alias="OUTREACH_TWILIO_ADVANCED_OPT_OUT")
+    # A site's own code map (CSV: system,code,kind,value_set), read on top of the shipped one by
+    # `outreach fhir import`: local codes an EHR uses for a screening would otherwise leave the
+    # gap open and the patient texted about a test they had.
+    code_map: str | None = Field(None, alias="OUTREACH_CODE_MAP")
 
     # --- The sweeper (outreach/send/sweeper.py): `outreach sweep`, and Celery beat every SWEEP_EVERY.
     # Durations: seconds ("300"), with a unit ("30s", "5m", "1h") or ISO 8601 ("PT5M").

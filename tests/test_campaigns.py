@@ -252,7 +252,10 @@ def test_unknown_event_kind_lists_the_valid_ones(tmp_path: Path) -> None:
     problem = only_error(check(tmp_path, data))
     assert problem.field == "audience.care_gap[0].event"
     assert problem.message.startswith('unknown event kind "flu_shot"; use one of colonoscopy, fit, fit_dna,')
-    assert problem.message.endswith("hpv_test, flu_vaccine")
+    assert problem.message.endswith(
+        "hpv_test, flu_vaccine, colorectal_cancer, total_colectomy, bilateral_mastectomy, "
+        "hysterectomy_no_cervix, hospice, palliative_care"
+    )
 
 
 def test_care_gap_needs_exactly_one_of_within_and_since(tmp_path: Path) -> None:

@@ -38,6 +38,15 @@ EVENT_KINDS = (
     "cervical_cytology",
     "hpv_test",
     "flu_vaccine",
+    # Exclusion kinds (DESIGN.md §5): the eCQM denominator exclusions, on record ever or within a
+    # look-back; the FHIR code map (outreach/ingest/fhir/codemap.csv) maps conditions and
+    # procedures to them.
+    "colorectal_cancer",
+    "total_colectomy",
+    "bilateral_mastectomy",
+    "hysterectomy_no_cervix",
+    "hospice",
+    "palliative_care",
 )
 # Sends outside these local hours are always held back (DESIGN.md §7.3), whatever a file says.
 QUIET_BEFORE, QUIET_AFTER = dt.time(8, 0), dt.time(21, 0)
