@@ -10,7 +10,7 @@ import click
 from rich.text import Text
 
 from outreach.apps.cli.context import engine, settings
-from outreach.apps.cli.options import json_option
+from outreach.apps.cli.options import errors_option, json_option
 from outreach.apps.cli.output import err_console, note, out
 
 if TYPE_CHECKING:
@@ -20,13 +20,7 @@ if TYPE_CHECKING:
 
 ERRORS_SHOWN = 50
 _JSON_HELP = 'Print {"accepted", "rejected", "inserted", "updated", "events", "resources"} (see the README).'
-_errors_option = click.option(
-    "--errors",
-    "errors_path",
-    type=click.Path(dir_okay=False, writable=True),
-    metavar="FILE",
-    help="Write every rejected resource to FILE as CSV (file,line,entry,field,value,reason).",
-)
+_errors_option = errors_option("resource", "file,line,entry,field,value,reason")
 
 
 @click.group()

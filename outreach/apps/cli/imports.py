@@ -10,7 +10,7 @@ import click
 from rich.text import Text
 
 from outreach.apps.cli.context import engine, settings
-from outreach.apps.cli.options import json_option
+from outreach.apps.cli.options import errors_option, json_option
 from outreach.apps.cli.output import err_console, note, out
 
 if TYPE_CHECKING:
@@ -20,13 +20,7 @@ IMPORT_ERRORS_SHOWN = 50
 
 _JSON_HELP = 'Print {"accepted", "rejected", "inserted", "updated"} (see the README).'
 _csv_path = click.Path(exists=True, dir_okay=False, readable=True)
-_errors_option = click.option(
-    "--errors",
-    "errors_path",
-    type=click.Path(dir_okay=False, writable=True),
-    metavar="FILE",
-    help="Write every rejected row to FILE as CSV (line,column,value,reason).",
-)
+_errors_option = errors_option("row", "line,column,value,reason")
 
 
 @click.group()

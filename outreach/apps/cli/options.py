@@ -77,6 +77,18 @@ def port_option(default: int) -> Callable[[F], F]:
     return click.option("--port", default=default, show_default=True, type=PORT, help="TCP port.")
 
 
+def errors_option(what: str, columns: str) -> Callable[[F], F]:
+    """`--errors FILE`: every rejected `what` as CSV with `columns` (the path is checked before
+    anything is read, so a bad one costs no import)."""
+    return click.option(
+        "--errors",
+        "errors_path",
+        type=click.Path(dir_okay=False, writable=True),
+        metavar="FILE",
+        help=f"Write every rejected {what} to FILE as CSV ({columns}).",
+    )
+
+
 def json_option(help_text: str) -> Callable[[F], F]:
     """`--json`: the documented machine-readable output instead of text for people."""
     return click.option("--json", "as_json", is_flag=True, help=help_text)
