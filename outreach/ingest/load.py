@@ -21,14 +21,12 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
-    inspect,
     literal_column,
     or_,
     select,
     true,
 )
 
-from outreach.errors import UserError
 from outreach.ingest.csvfile import RowError
 from outreach.ingest.events import EVENT_COLUMNS_DB
 from outreach.ingest.patients import DATA_COLUMNS, STAGE_COLUMNS, Checked
@@ -38,12 +36,6 @@ from outreach.store.models import Patient, PatientEvent
 _INSERT_COLUMNS = ("mrn", *DATA_COLUMNS, "active", "created_at", "updated_at")
 # SQLite allows 32,766 bound parameters per statement; stay well below for the mrn pre-select.
 _SELECT_CHUNK = 10_000
-
-
-def require_tables(engine: Engine, *names: str) -> None:
-    found = inspect(engine)
-    if not all(found.has_table(name) for name in names):
-        raise UserError("the database has no outreach tables yet; run `outreach db upgrade` first")
 
 
 class PatientWriter:

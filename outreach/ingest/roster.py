@@ -24,9 +24,10 @@ from outreach.ingest.batches import read_batches
 from outreach.ingest.csvfile import CsvFile, Progress, RowError
 from outreach.ingest.errorsfile import check_errors_path, errors_files, events_errors_path, write_errors_csv
 from outreach.ingest.events import EVENT_COLUMNS, EVENT_OPTIONAL, EVENT_REQUIRED, event_row
-from outreach.ingest.load import EventWriter, PatientWriter, require_tables
+from outreach.ingest.load import EventWriter, PatientWriter
 from outreach.ingest.patients import PATIENT_COLUMNS, PATIENT_OPTIONAL, PATIENT_REQUIRED, Batch, PatientCheck
 from outreach.store import sql
+from outreach.store.db import require_tables
 
 __all__ = [
     "EVENT_COLUMNS",

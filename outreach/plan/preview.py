@@ -11,15 +11,14 @@ import datetime as dt
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, SendWindow, render
 from outreach.config import Settings
-from outreach.errors import UserError
 from outreach.plan.eligibility import eligible_patients
 from outreach.plan.windows import next_opening, patient_zones, strict_hours
 from outreach.segments import count_segments
+from outreach.store.db import require_tables
 from outreach.store.models import Patient
 
 
@@ -50,7 +49,7 @@ def preview(
     midnights, so the message is never dated before `on` wherever the patient is. It is the
     earliest the step could go; the scheduler may send later (frequency caps, pacing).
     """
-    _require_schema(session)
+    require_tables(session.connection(), Patient.__tablename__)
     step = campaign.steps[0]
     query = eligible_patients(campaign, on).order_by(Patient.mrn)
     if limit is not None:
@@ -77,11 +76,6 @@ def preview(
             )
         )
     return rows
-
-
-def _require_schema(session: Session) -> None:
-    if not inspect(session.connection()).has_table(Patient.__tablename__):
-        raise UserError("the database has no outreach tables yet; run `outreach db upgrade` first")
 
 
 def _first_opening(on: dt.date, window: SendWindow, zones: tuple[str, ...], strict: bool) -> dt.datetime:

@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -131,6 +131,15 @@ def schema_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def require_tables(bind: Engine | Connection, *names: str) -> None:
+    """Refuse, before any work, a database that lacks the tables a command needs (never migrated):
+    a roster is not read in vain, and the one line says the fix (the same words `database_problem`
+    uses when a query meets the missing table instead)."""
+    found = inspect(bind)
+    if not all(found.has_table(name) for name in names):
+        raise UserError(f"the database has no outreach tables; {_UPGRADE}")
+
+
 def has_schema(engine: Engine) -> bool:
     """Whether `outreach db upgrade` ever ran here (the Alembic version table exists)."""
     return inspect(engine).has_table("alembic_version")
@@ -138,7 +147,7 @@ def has_schema(engine: Engine) -> bool:
 
 # --- faults a person can fix ----------------------------------------------------------------------
 
-_UPGRADE = "run `outreach db upgrade` (it creates or migrates the schema)"
+_UPGRADE = "run `outreach db upgrade` first (it creates or migrates the schema)"
 
 
 def database_problem(exc: BaseException, url: str) -> str | None:

@@ -36,9 +36,10 @@ from outreach.ingest.fhir.resources import (
     reference_key,
 )
 from outreach.ingest.fields import MRN_MAX
-from outreach.ingest.load import EventWriter, PatientWriter, require_tables
+from outreach.ingest.load import EventWriter, PatientWriter
 from outreach.ingest.patients import PATIENT_COLUMNS, Batch, PatientCheck
 from outreach.store import sql
+from outreach.store.db import require_tables
 from outreach.store.models import Patient
 
 _EVENT_INDEX = {name: at for at, name in enumerate(EVENT_COLUMNS)}
