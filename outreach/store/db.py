@@ -140,11 +140,6 @@ def require_tables(bind: Engine | Connection, *names: str) -> None:
         raise UserError(f"the database has no outreach tables; {_UPGRADE}")
 
 
-def has_schema(engine: Engine) -> bool:
-    """Whether `outreach db upgrade` ever ran here (the Alembic version table exists)."""
-    return inspect(engine).has_table("alembic_version")
-
-
 # --- faults a person can fix ----------------------------------------------------------------------
 
 _UPGRADE = "run `outreach db upgrade` first (it creates or migrates the schema)"
