@@ -80,10 +80,6 @@ class Outcome(enum.StrEnum):
     ignored = "ignored"  # a status value we do not track
 
 
-def known_status(status: str) -> bool:
-    return status.strip().lower() in _CALLBACK
-
-
 def apply_status(
     session: Session,
     sid: str,
