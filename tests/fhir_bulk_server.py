@@ -59,9 +59,11 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
+        # Logged before the body goes out: once the client has the body it may send its next
+        # request, whose line must come after this one.
+        self.state.log.append(f"{self.command} {urllib.parse.urlsplit(self.path).path} {status}")
         self.end_headers()
         self.wfile.write(data)
-        self.state.log.append(f"{self.command} {urllib.parse.urlsplit(self.path).path} {status}")
 
     def _outcome(self, status: int, text: str) -> None:
         self._send(
@@ -144,10 +146,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.broken.add(kind)
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
+            self.state.log.append(f"GET /files/{kind} broken")
             self.end_headers()
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
-            self.state.log.append(f"GET /files/{kind} broken")
             self.close_connection = True
             return
         if start:
