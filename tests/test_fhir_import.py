@@ -57,14 +57,34 @@ def _events(engine: Engine) -> set[tuple[str, str, str]]:
 # --- the shipped code map ---------------------------------------------------------------------------
 
 
+_OID = re.compile(r"\b2\.16\.840\.1\.\d+(\.\d+)+\b")
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
 def test_every_shipped_code_maps_to_a_known_kind_and_cites_its_value_set() -> None:
-    shipped = ROOT / "outreach" / "ingest" / "fhir" / "codemap.csv"
-    with shipped.open(encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = _csv_rows(ROOT / "outreach" / "ingest" / "fhir" / "codemap.csv")
     assert {row["kind"] for row in rows} == set(EVENT_KINDS)  # every kind, exclusions included
     for row in rows:
-        assert re.search(r"\b2\.16\.840\.1\.\d+(\.\d+)+\b", row["value_set"]), row
-    assert load_code_map()[("http://hl7.org/fhir/sid/cvx", "140")] == "flu_vaccine"
+        assert _OID.search(row["value_set"]), row
+    shipped = load_code_map()
+    assert shipped[("http://hl7.org/fhir/sid/cvx", "140")] == "flu_vaccine"
+    hcpcs = "Medicare/Coding/HCPCSReleaseCodeSets"  # both spellings EHRs send
+    assert shipped[(f"http://www.cms.gov/{hcpcs}", "G0105")] == "colonoscopy"
+    assert shipped[(f"https://www.cms.gov/{hcpcs}", "G0105")] == "colonoscopy"
+
+
+def test_every_shipped_row_is_in_the_published_expansion_it_cites() -> None:
+    # The extract holds the codes of the published expansions (sources: codemap-sources.md).
+    extract = _csv_rows(ROOT / "tests" / "fhir_valueset_extract.csv")
+    published = {(row["value_set"], row["system"], row["code"]) for row in extract}
+    rows = _csv_rows(ROOT / "outreach" / "ingest" / "fhir" / "codemap.csv")
+    cited = {(_OID.search(row["value_set"]).group(), row["system"], row["code"]) for row in rows}  # type: ignore[union-attr]
+    assert sorted(cited - published) == []  # a shipped row its value set does not contain
+    assert sorted({(s, c) for _, s, c in published} - {(r["system"], r["code"]) for r in rows}) == []
 
 
 def test_a_site_code_map_adds_codes_and_a_bad_one_is_one_user_error(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ EHRs code a colonoscopy as SNOMED CT, CPT or HCPCS, a stool test as LOINC, a flu
 colon cancer as ICD-10-CM or SNOMED CT; campaigns speak only the event kinds. The mapping lives in
 a data file (codemap.csv, shipped with the package) rather than in code so every row can cite the
 value set it comes from (the CMS eCQM value set OIDs) and a site can add its own local codes with
-a file of the same shape (OUTREACH_CODE_MAP) without touching the program.
+a file of the same shape (OUTREACH_CODE_MAP) without touching the program. Where each value
+set's codes were checked is in codemap-sources.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from outreach.errors import UserError
 
 COLUMNS = ("system", "code", "kind", "value_set")
 CodeMap = Mapping[tuple[str, str], str]
+
+# Other spellings of a code system's URI that EHRs send. The map uses HCPCS's VSAC URI (http://),
+# and earlier maps and some EHRs use https://. A coding under either spelling should match.
+_SPELLINGS = {
+    "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets": (
+        "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+    ),
+}
 
 
 def load_code_map(site_file: str | Path | None = None) -> dict[tuple[str, str], str]:
@@ -35,6 +44,9 @@ def load_code_map(site_file: str | Path | None = None) -> dict[tuple[str, str], 
             raise UserError(
                 f"OUTREACH_CODE_MAP {path}: cannot read it ({exc.strerror}); fix the path or unset it"
             ) from None
+    for (system, code), kind in list(mapping.items()):
+        for spelling in _SPELLINGS.get(system, ()):
+            mapping.setdefault((spelling, code), kind)  # a site's row under that spelling wins
     return mapping
 
 
