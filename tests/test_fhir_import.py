@@ -335,22 +335,6 @@ def test_cli_user_errors_are_one_line_exit_2(engine: Engine, tmp_path: Path, mak
     assert message in result.stderr and result.stderr.strip().count("\n") == 0
 
 
-def test_the_id_map_keeps_keys_compactly_and_answers_unknown_keys_with_themselves() -> None:
-    from outreach.ingest.fhir.idmap import IdMap
-
-    ids = IdMap()
-    assert ids.get("x") == "x"
-    for i in range(5000):
-        ids.add(f"id-{i}", f"MRN-{i}")
-    ids.add("id-7", "other")  # a repeated patient keeps its first mrn
-    assert (ids.get("id-7"), ids.get("id-4999"), ids.get("nobody"), len(ids)) == (
-        "MRN-7",
-        "MRN-4999",
-        "nobody",
-        5000,
-    )
-
-
 def test_resources_of_unexpected_shape_are_reported_not_raised(engine: Engine, tmp_path: Path) -> None:
     odd_patient = patient("p2", name="Ann Lee", telecom={"system": "phone"})
     odd_event = immunization("p1", "140", "2025-10-01")

@@ -5,7 +5,13 @@ what a good patient or event is: Patient resources become roster records checked
 and upserted by PatientWriter (same duplicate rule, same phone check, same COPY path), and mapped
 resources become events checked by `event_row` and written by EventWriter (same unknown-mrn
 count). What is FHIR's own is here: which resources count (codemap, resources), where a problem
-sits (file, NDJSON line or Bundle entry), and the patient's active flag (deceased, inactive).
+sits (file, NDJSON line or Bundle entry), the patient's active flag (deceased, inactive), and which
+mrn an event's patient reference stands for.
+
+Memory stays flat whatever the export's size: resources are handled a batch at a time, and the two
+facts kept about every patient (its mrn's first line, for the duplicate rule, and the mrn its
+reference keys stand for) are kept on disk (ingest/spill.py). An event's reference is resolved
+when its batch is written, after the Patients read before it, in one lookup for the batch.
 """
 
 from __future__ import annotations
@@ -19,12 +25,11 @@ from sqlalchemy import Engine, Table, update
 
 from outreach.clock import clinic_today, utcnow
 from outreach.config import Settings
-from outreach.ingest.batches import FirstLines
+from outreach.ingest.batches import well_formed
 from outreach.ingest.csvfile import Progress, RowError
 from outreach.ingest.events import EVENT_COLUMNS, event_row
 from outreach.ingest.fhir.codemap import CodeMap, load_code_map
 from outreach.ingest.fhir.files import Item, fhir_files, is_ndjson, read_items
-from outreach.ingest.fhir.idmap import IdMap
 from outreach.ingest.fhir.report import FhirError, FhirResult
 from outreach.ingest.fhir.resources import (
     EventFacts,
@@ -35,9 +40,9 @@ from outreach.ingest.fhir.resources import (
     patient_keys,
     reference_key,
 )
-from outreach.ingest.fields import MRN_MAX
 from outreach.ingest.load import EventWriter, PatientWriter
 from outreach.ingest.patients import PATIENT_COLUMNS, Batch, PatientCheck
+from outreach.ingest.spill import FirstLines, KeyMap, Spill
 from outreach.store import sql
 from outreach.store.db import require_tables
 from outreach.store.models import Patient
@@ -87,19 +92,22 @@ class _Run:
         self.result = FhirResult()
         self.loader = ThreadPoolExecutor(1, "fhir-events") if engine.dialect.name == "postgresql" else None
         self.in_flight: Future[None] | None = None
-        self.mrn_of = IdMap()  # reference keys whose mrn differs (the one thing kept per patient)
+        self.spill = Spill()
+        self.mrn_of = KeyMap(self.spill)  # reference keys whose mrn is not the key itself
+        self.seen = FirstLines(self.spill)
         self.path = Path()
         self._start_file(self.path)
 
     def _start_file(self, path: Path) -> None:
         self.path = path
-        self.seen = FirstLines()  # duplicates are a file's, as for the CSV roster
+        self.seen.drop()
+        self.seen = FirstLines(self.spill)  # duplicates are a file's, as for the CSV roster
         self.lines: list[int] = []
         self.values: list[str] = []
-        self.duplicates: dict[int, int] = {}
+        self.mrns: list[str] = []  # parallel to self.lines: the mrn whose repeats are looked for
+        self.keys: list[tuple[str, str]] = []  # (reference key, mrn) of the pending Patients
         self.flags: list[tuple[str, bool]] = []  # (mrn, active), parallel to self.lines
-        self.event_rows: list[dict[str, Any]] = []
-        self.event_at: list[int] = []
+        self.pending: list[tuple[int, EventFacts]] = []  # events whose patient is not resolved yet
 
     def read_file(self, path: Path, progress: Progress | None) -> None:
         self._start_file(path)
@@ -151,13 +159,8 @@ class _Run:
 
     def _patient(self, at: int, facts: PatientFacts, keys: list[str]) -> None:
         mrn = facts.values[0].strip()
-        for key in keys:
-            if key != mrn:
-                self.mrn_of.add(key, mrn)
-        if mrn and len(mrn) <= MRN_MAX:
-            first = self.seen.first(mrn, at)
-            if first != at:
-                self.duplicates[len(self.lines)] = first
+        self.keys += [(key, mrn) for key in keys if key != mrn]
+        self.mrns.append(well_formed(mrn))
         self.lines.append(at)
         self.values += facts.values
         self.flags.append((mrn, facts.active))
@@ -168,20 +171,8 @@ class _Run:
         if isinstance(facts, str):
             setattr(self.result, f"skipped_{facts}", getattr(self.result, f"skipped_{facts}") + 1)
             return
-        key = reference_key(facts.patient)
-        mrn = self.mrn_of.get(key)
-        errors: list[RowError] = []
-        row = event_row(
-            at, [mrn, facts.kind, facts.date, facts.code, facts.system], _EVENT_INDEX, self.today, errors
-        )
-        if row is None:
-            for error in errors:
-                self._error(at, _EVENT_FIELDS.get(error.column, error.column), error.value, error.reason)
-            self.result.events_rejected += 1
-            return
-        self.event_rows.append(row)
-        self.event_at.append(at)
-        if len(self.event_rows) >= self.size:
+        self.pending.append((at, facts))
+        if len(self.pending) >= self.size:
             self._flush_events(wait=False)
 
     def _flush_patients(self) -> None:
@@ -190,7 +181,9 @@ class _Run:
         if not self.lines:
             return
         errors_before = len(self.patients.errors)
-        checked = self.check.check(Batch(self.lines, self.values, len(PATIENT_COLUMNS), self.duplicates))
+        self.mrn_of.add(self.keys)
+        duplicates = self.seen.repeats(self.mrns, self.lines)
+        checked = self.check.check(Batch(self.lines, self.values, len(PATIENT_COLUMNS), duplicates))
         self.patients.write(checked)
         rejected = {e.line for e in self.patients.errors[errors_before:]}
         for error in self.patients.errors[errors_before:]:
@@ -203,7 +196,7 @@ class _Run:
             if at not in rejected
         }
         self._set_active(kept)
-        self.lines, self.values, self.duplicates, self.flags = [], [], {}, []
+        self.lines, self.values, self.mrns, self.keys, self.flags = [], [], [], [], []
 
     def _set_active(self, active: dict[str, bool]) -> None:
         table: Table = Patient.__table__  # type: ignore[assignment]
@@ -226,14 +219,35 @@ class _Run:
         driver waits on the server without the GIL), one batch in flight; SQLite has one writer
         at a time anyway, so it writes here."""
         self._flush_patients()
+        rows, at = self._event_rows(self.pending)
+        self.pending = []
         self._wait_for_events()
-        rows, at = self.event_rows, self.event_at
         self.result.events_accepted += len(rows)
-        self.event_rows, self.event_at = [], []
         if self.loader is None or wait:
             self.events.write(rows, at)
         else:
             self.in_flight = self.loader.submit(self.events.write, rows, at)
+
+    def _event_rows(self, pending: list[tuple[int, EventFacts]]) -> tuple[list[dict[str, Any]], list[int]]:
+        """The events as rows checked like the events CSV's, each patient reference resolved to
+        its mrn (a reference no Patient with another mrn had is taken as the mrn itself: the
+        writer then counts it as unknown if no patient has it)."""
+        keys = [reference_key(facts.patient) for _, facts in pending]
+        mrn_of = self.mrn_of.get(keys)
+        rows: list[dict[str, Any]] = []
+        lines: list[int] = []
+        for (at, facts), key in zip(pending, keys, strict=True):
+            errors: list[RowError] = []
+            values = [mrn_of.get(key, key), facts.kind, facts.date, facts.code, facts.system]
+            row = event_row(at, values, _EVENT_INDEX, self.today, errors)
+            if row is None:
+                for error in errors:
+                    self._error(at, _EVENT_FIELDS.get(error.column, error.column), error.value, error.reason)
+                self.result.events_rejected += 1
+            else:
+                rows.append(row)
+                lines.append(at)
+        return rows, lines
 
     def _wait_for_events(self) -> None:
         if self.in_flight is not None:
@@ -254,6 +268,7 @@ class _Run:
             if self.loader is not None:
                 self.loader.shutdown(wait=True)
             self.patients.close()
+            self.spill.close()
 
     def finish(self) -> FhirResult:
         self.close()
