@@ -20,6 +20,7 @@ from outreach.campaigns import EVENT_KINDS
 from outreach.config import Settings
 from outreach.errors import UserError
 from outreach.ingest.fhir.codemap import load_code_map
+from outreach.ingest.fhir.files import WHOLE_BUNDLE_BYTES
 from outreach.ingest.fhir.importer import import_fhir
 from outreach.store.db import session_scope
 from outreach.store.models import Patient, PatientEvent
@@ -221,6 +222,51 @@ def test_bundle_references_by_urn_uuid_resolve_to_the_mrn_and_reimport_changes_n
     assert _events(engine) == {("MRN-7", "flu_vaccine", "2025-10-01")}
     again = _import(engine, path).summary()
     assert (again["inserted"], again["updated"], again["events"]["inserted"]) == (0, 0, 0)  # type: ignore[index]
+
+
+def _events_first_bundle(path: Path, padding: int) -> Path:
+    """A Bundle listing its events before their Patients (whose mrns are not their ids), with an
+    entry without a resource, and a Binary of `padding` bytes to make it as large as wanted."""
+    entries: list[object] = [
+        {"fullUrl": "urn:uuid:shot", "resource": immunization("id-1", "140", "2025-10-01")},
+        {"fullUrl": "urn:uuid:scope", "resource": procedure("id-2", "73761001", "2024-03-01")},
+        {"fullUrl": "urn:uuid:empty"},
+        {"resource": {"resourceType": "Binary", "id": "pad", "data": "A" * padding}},
+        {"fullUrl": "urn:uuid:id-1", "resource": patient("id-1", mrn="MRN-1")},
+        {"fullUrl": "urn:uuid:id-2", "resource": patient("id-2", mrn="MRN-2")},
+    ]
+    path.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    return path
+
+
+@pytest.mark.parametrize("padding", [0, WHOLE_BUNDLE_BYTES], ids=["read-whole", "streamed"])
+def test_a_bundle_whose_events_precede_their_patients_resolves_them(
+    engine: Engine, tmp_path: Path, padding: int
+) -> None:
+    path = _events_first_bundle(tmp_path / "b.json", padding)
+    assert (path.stat().st_size > WHOLE_BUNDLE_BYTES) is (padding > 0)
+    # Batches of one: each event is written before the next entry is read, as in a large Bundle.
+    result = import_fhir(engine, [path], settings=Settings(), today=TODAY, batch_size=1)
+    assert (result.unknown_mrns, result.unknown_at) == (0, [])
+    assert _events(engine) == {("MRN-1", "flu_vaccine", "2025-10-01"), ("MRN-2", "colonoscopy", "2024-03-01")}
+    assert [(e.entry, e.line, e.reason) for e in result.errors] == [(2, None, "entry without a resource")]
+    assert (result.resources, result.patients.accepted, result.skipped_type) == (6, 2, 1)
+
+
+def test_a_streamed_bundle_that_breaks_loads_the_entries_before_and_names_the_entry(
+    engine: Engine, tmp_path: Path
+) -> None:
+    path = _events_first_bundle(tmp_path / "b.json", WHOLE_BUNDLE_BYTES)
+    text = path.read_text()
+    path.write_text(text[: text.index('"MRN-2"')])  # cut inside entry 5
+    result = _import(engine, path)
+    # id-2's Patient is in the lost part: its event is kept under the id and warned about.
+    assert _events(engine) == {("MRN-1", "flu_vaccine", "2025-10-01"), ("id-2", "colonoscopy", "2024-03-01")}
+    assert result.unknown_mrns == 1
+    assert [(e.entry, e.reason.split(" (")[0]) for e in result.errors] == [
+        (2, "entry without a resource"),
+        (5, "not JSON from here on"),
+    ]
 
 
 def test_ndjson_events_find_patients_from_another_file_by_id(engine: Engine, tmp_path: Path) -> None:

@@ -1,19 +1,25 @@
 """Reading FHIR files: Bundles (.json), Bulk Data NDJSON (.ndjson, .ndjson.gz) and folders of them.
 
 NDJSON is what a Bulk Data export writes, possibly millions of lines, so it is read a line at a
-time (gzip too) and memory stays flat whatever the size. A Bundle is one JSON document and is read
-whole; EHRs and Synthea write one Bundle per patient, so each stays small. A line or entry that is
-not a resource is handed back as a problem, and the rest of the file goes on.
+time (gzip too) and memory stays flat whatever the size. A Bundle is one JSON document. EHRs and
+Synthea write one Bundle per patient, a few hundred kB, which orjson reads whole fastest. A larger
+one is streamed entry by entry with ijson: read whole, a 70 MB Bundle took 700 MB and was slower
+per entry than streaming (bench/fhir.py --bundle). Either way a Bundle's Patients are handed out
+before its other entries, so an event listed before its Patient still finds it; a streamed Bundle
+is read twice for that. A line or entry that is not a resource is handed back as a problem, and
+the rest of the file goes on.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
+
+import ijson
 
 from outreach.errors import UserError
 from outreach.ingest.csvfile import Progress
@@ -29,6 +35,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency; this keeps a b
 
 SUFFIXES = (".ndjson.gz", ".ndjson", ".json")
 _PROGRESS_EVERY = 1024 * 1024
+WHOLE_BUNDLE_BYTES = 4 * 1024 * 1024  # read whole up to this size, streamed above (see above)
 
 
 @dataclass
@@ -123,25 +130,81 @@ def _advance(progress: Progress, raw: IO[bytes], reported: int) -> int:
     return reported
 
 
-def _bundle(path: Path) -> Iterator[Item]:
+def _bundle(path: Path, whole_up_to: int = WHOLE_BUNDLE_BYTES) -> Iterator[Item]:
     try:
-        document = loads(path.read_bytes())
+        size = path.stat().st_size
+        document = loads(path.read_bytes()) if size <= whole_up_to else None
+        stream = document is None and _streamable(path)
     except OSError as exc:
         raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
     except _DECODE_ERRORS as exc:
         yield Item(0, None, problem=f"not JSON ({_short(exc)}); a .json file must be one Bundle")
         return
+    if stream:
+        yield from _patients_first(lambda: _streamed_entries(path))
+        return
+    if document is None:  # a large single resource: there is nothing to stream
+        yield from _bundle(path, whole_up_to=size)
+        return
     if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
         yield _resource_item(0, document)  # a single resource saved as .json
         return
-    for index, entry in enumerate(document.get("entry") or ()):
-        if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
-            yield Item(index, None, problem="entry without a resource")
-            continue
-        item = _resource_item(index, entry["resource"])
-        full_url = entry.get("fullUrl")
-        item.full_url = full_url if isinstance(full_url, str) else ""
-        yield item
+    entries = document.get("entry") or ()
+    yield from _patients_first(lambda: enumerate(entries if isinstance(entries, list) else ()))
+
+
+def _patients_first(entries: Callable[[], Iterable[tuple[int, Any]]]) -> Iterator[Item]:
+    """The Bundle's entries as items, its Patients first and then the rest, each with its index in
+    `Bundle.entry`; an entry without a resource is reported once, in the first pass."""
+    for patients in (True, False):
+        for index, entry in entries():
+            item = _entry_item(index, entry)
+            if item.resource is None:
+                if patients:
+                    yield item
+            elif (item.resource["resourceType"] == "Patient") is patients:
+                yield item
+
+
+def _entry_item(index: int, entry: Any) -> Item:
+    if isinstance(entry, _Broken):
+        return Item(index, None, problem=entry.problem)
+    if not isinstance(entry, dict) or not isinstance(entry.get("resource"), dict):
+        return Item(index, None, problem="entry without a resource")
+    item = _resource_item(index, entry["resource"])
+    full_url = entry.get("fullUrl")
+    item.full_url = full_url if isinstance(full_url, str) else ""
+    return item
+
+
+@dataclass
+class _Broken:
+    """Where a streamed Bundle stops being JSON: the entries before it load."""
+
+    problem: str
+
+
+def _streamable(path: Path) -> bool:
+    """Whether the document is a Bundle, from its top-level resourceType (FHIR's JSON writers put
+    it first, so this reads the first bytes; a document without one is read through)."""
+    with path.open("rb") as handle:
+        try:
+            return next(ijson.items(handle, "resourceType"), None) == "Bundle"
+        except ijson.JSONError:
+            return True  # streaming reports where it breaks
+
+
+def _streamed_entries(path: Path) -> Iterator[tuple[int, Any]]:
+    """The entries of a Bundle too large to read whole, one at a time; where the JSON breaks, a
+    _Broken entry at the index being read."""
+    index = 0
+    with path.open("rb") as handle:
+        try:
+            for entry in ijson.items(handle, "entry.item", use_float=True):
+                yield index, entry
+                index += 1
+        except ijson.JSONError as exc:
+            yield index, _Broken(f"not JSON from here on ({_short(exc)}); the entries before it load")
 
 
 def _resource_item(at: int, value: Any) -> Item:
