@@ -131,6 +131,9 @@ def _advance(progress: Progress, raw: IO[bytes], reported: int) -> int:
 
 
 def _bundle(path: Path, whole_up_to: int = WHOLE_BUNDLE_BYTES) -> Iterator[Item]:
+    """A .json file's resources: a Bundle's entries (Patients first), or the one resource saved.
+    Small files are read whole, a large Bundle is streamed; a large file that is not a Bundle is
+    one resource, so it is read whole too (there is nothing to stream)."""
     try:
         size = path.stat().st_size
         document = loads(path.read_bytes()) if size <= whole_up_to else None
@@ -143,7 +146,7 @@ def _bundle(path: Path, whole_up_to: int = WHOLE_BUNDLE_BYTES) -> Iterator[Item]
     if stream:
         yield from _patients_first(lambda: _streamed_entries(path))
         return
-    if document is None:  # a large single resource: there is nothing to stream
+    if document is None:
         yield from _bundle(path, whole_up_to=size)
         return
     if not isinstance(document, dict) or document.get("resourceType") != "Bundle":
