@@ -417,6 +417,7 @@ class SandboxState:
             "segments_per_second": _histogram(accepted, weight=True),
             "max_per_second": _max_in_window(accepted, weight=False),
             "max_segments_per_second": _max_in_window(accepted, weight=True),
+            "span_seconds": _span(accepted),
             "by_status": dict(statuses),
             "timed_out": timeouts,
             "counters": counters,
@@ -430,6 +431,14 @@ def _histogram(accepted: list[tuple[dt.datetime, int]], *, weight: bool) -> dict
         key = when.astimezone(dt.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
         buckets[key] += segments if weight else 1
     return dict(sorted(buckets.items()))
+
+
+def _span(accepted: list[tuple[dt.datetime, int]]) -> float:
+    """Seconds from the first accepted message to the last (0 for fewer than two)."""
+    if len(accepted) < 2:
+        return 0.0
+    times = [when.timestamp() for when, _ in accepted]
+    return max(times) - min(times)
 
 
 def _max_in_window(accepted: list[tuple[dt.datetime, int]], *, weight: bool) -> int:
