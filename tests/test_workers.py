@@ -250,11 +250,12 @@ def test_global_rate_holds_across_four_worker_processes(
     # The limiter spaces grants 1/20 s apart (burst 1), so 80 one-segment messages span at least
     # 79/20 s of grants; one limiter per process (4 x 20/s) would send them in about a second.
     # Arrival at the sandbox adds transit and scheduling jitter, which the limiter cannot see: a
-    # message granted on time and delayed lands in the next second's window. Allow 0.25 s on the
-    # span and 2 messages on the busiest one-second window for it (on a loaded 2-core machine a
-    # strict 20 failed at 21 with or without any change to the limiter).
+    # message granted on time and delayed lands in the next second's window, bunched with the
+    # later ones. On a loaded 2-core machine the busiest one-second window at the sandbox reached
+    # 21 and 27 with the limiter unchanged, so the span (0.25 s allowed for jitter) is the check,
+    # and the busiest second only has to be far below the 80 of one limiter per process.
     assert stats["span_seconds"] >= 79 / 20 - 0.25
-    assert stats["max_segments_per_second"] <= 20 + 2
+    assert stats["max_segments_per_second"] < 2 * 20
     _assert_each_once(sandbox, 80)
 
 
