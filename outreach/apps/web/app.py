@@ -44,6 +44,7 @@ from outreach.apps.web.twilio_forms import (
     store_reply,
     twiml,
 )
+from outreach.apps.web.workspace import create_workspace
 from outreach.campaigns import CampaignFile
 from outreach.clock import Clock, utcnow
 from outreach.config import Settings, check_settings
@@ -148,6 +149,12 @@ def create_app(
     app.fast_paths = {INBOUND_PATH: hooks.inbound, STATUS_PATH: hooks.status}
     _webhook_routes(app, hooks)
     _health_route(app, _health_checks(settings, db, broker_check))
+    app.mount(
+        "/app",
+        create_workspace(
+            settings, engine=db, campaigns=campaigns, dispatch=dispatch, clock=clock, public_url=public_url
+        ),
+    )
     return app
 
 
