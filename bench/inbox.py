@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT))
 
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import Engine, insert, select  # noqa: E402
-
 from support import postgres_schema  # noqa: E402
 
 from outreach.apps.web.app import create_app  # noqa: E402

@@ -19,6 +19,9 @@ from outreach.store.models import Conversation, Enrollment, InboundMessage, Mess
 from outreach.store.statuses import WENT_OUT, MessageStatus
 
 LIMIT = 200  # the latest items; older ones are in the report and the database
+# Order at one instant (a simulated clock stamps a text, its reply and the answer alike): the
+# campaign text, then the reply to it, then the answer to the reply and a person's message.
+_SAME_INSTANT = {"outreach": 0, "reply": 1, "answer": 2, "staff": 3}
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ def thread(session: Session, conversation: Conversation) -> list[Item]:
     items += [
         Item(r.received_at, "in", "reply", r.body, "received", r.classification or "", None) for r in inbound
     ]
-    items.sort(key=lambda item: item.at)
+    items.sort(key=lambda item: (item.at, _SAME_INSTANT.get(item.kind, 1)))
     return items[-LIMIT:]
 
 
