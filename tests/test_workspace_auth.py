@@ -237,3 +237,17 @@ def test_workspace_pages_carry_security_headers_and_the_webhooks_do_not(
     assert static.status_code == 200 and "no-store" not in static.headers.get("cache-control", "")
     webhook = client.post("/twilio/status", data={"MessageSid": "SM" + "0" * 32, "MessageStatus": "sent"})
     assert webhook.status_code == 403 and "content-security-policy" not in webhook.headers
+
+
+def test_the_pages_own_polls_do_not_keep_an_idle_session_alive(
+    client: TestClient, engine: Engine, clock: Clock
+) -> None:
+    make_user(engine, "view@example.org", "viewer", NOW)
+    sign_in(client, "view@example.org")
+    for minutes in range(1, 15):  # a screen left open polls on its own ...
+        clock.now = NOW + dt.timedelta(minutes=minutes)
+        assert client.get("/app/inbox/rows", headers={"HX-Request": "true"}).status_code == 200
+    clock.now = NOW + dt.timedelta(minutes=15)  # ... and is signed out 15 minutes after the last click
+    ended = client.get("/app/inbox/rows", headers={"HX-Request": "true"})
+    assert ended.headers["HX-Redirect"] == "/app/login"  # htmx takes the browser to the sign-in page
+    assert client.get("/app/inbox", follow_redirects=False).headers["location"] == "/app/login"

@@ -76,8 +76,11 @@ def end(session: Session, token: str, now: dt.datetime, *, why: str) -> None:
     )
 
 
-def current(session: Session, token: str | None, now: dt.datetime) -> Current | None:
-    """The live session for `token`, or None (no cookie, unknown, ended, idle, too old, disabled)."""
+def current(session: Session, token: str | None, now: dt.datetime, *, touch: bool = True) -> Current | None:
+    """The live session for `token`, or None (no cookie, unknown, ended, idle, too old, disabled).
+
+    `touch=False` for a page's own background polls: they are not the person's activity, so a
+    screen left open does not stay signed in (the idle timeout is HIPAA's automatic logoff)."""
     if not token:
         return None
     row = session.get(WebSession, _digest(token))
@@ -91,7 +94,7 @@ def current(session: Session, token: str | None, now: dt.datetime) -> Current | 
             audit(session, user.email, "session_end", f"user {user.email}", now, why)
         return None
     assert user is not None
-    if now - row.seen_at >= SEEN_EVERY:
+    if touch and now - row.seen_at >= SEEN_EVERY:
         row.seen_at = now
     return Current(
         session_id=row.id,

@@ -7,7 +7,8 @@ after it is committed; anything slow (sending an answer) goes through the outbox
 
 Twilio's form fields are read, and its TwiML written, in twilio_forms.py; the rules in
 outreach/listen/ get plain values. The signature check is in security.py, /healthz's checks in
-health.py, the OpenAPI description of the webhooks in openapi.py.
+health.py, the OpenAPI description of the webhooks in openapi.py. The care-team workspace
+(workspace/) is its own app mounted at /app: its middleware never sees a webhook.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 Viewer = Annotated[sessions.Current, Depends(need(Role.viewer))]
 Coordinator = Annotated[sessions.Current, Depends(need(Role.coordinator))]
+Polling = Annotated[sessions.Current, Depends(need(Role.viewer, poll=True))]
 POLL_S = 3
 NOTICES = {
     "sent": "Reply queued: it goes out now; its status updates below.",
@@ -114,7 +115,7 @@ def conversation_page(request: Request, public_id: str, current: Viewer) -> Resp
 
 
 @router.get("/conversations/{public_id}/thread")
-def thread_fragment(request: Request, public_id: str, current: Viewer) -> Response:
+def thread_fragment(request: Request, public_id: str, current: Polling) -> Response:
     """The thread alone, for the page's poll: new replies and delivery statuses without a reload."""
     door = gate(request)
     with session_scope(door.engine) as db:

@@ -56,9 +56,9 @@ class Gate:
     clock: Clock
     secure: bool
 
-    def current(self, token: str | None) -> sessions.Current | None:
+    def current(self, token: str | None, touch: bool = True) -> sessions.Current | None:
         with session_scope(self.engine) as db:
-            return sessions.current(db, token, self.clock())
+            return sessions.current(db, token, self.clock(), touch=touch)
 
     def set_cookie(self, response: Any, name: str, value: str) -> None:
         response.set_cookie(name, value, httponly=True, samesite="lax", secure=self.secure, path=PREFIX)
@@ -81,10 +81,11 @@ async def presented_csrf(request: Request) -> str | None:
     return None
 
 
-async def signed_in(request: Request, *, half: bool = False) -> sessions.Current:
-    """The request's live session (`half`: the second factor may still be pending), CSRF-checked
-    when the method changes state."""
-    current = await run_in_threadpool(gate(request).current, request.cookies.get(COOKIE))
+async def signed_in(request: Request, *, half: bool = False, touch: bool = True) -> sessions.Current:
+    """The request's live session (`half`: the second factor may still be pending; `touch=False`:
+    a background poll, which does not count as activity), CSRF-checked when the method changes
+    state."""
+    current = await run_in_threadpool(gate(request).current, request.cookies.get(COOKIE), touch)
     if current is None:
         raise Redirect(f"{PREFIX}/login")
     if not current.mfa_passed and not half:
@@ -96,11 +97,12 @@ async def signed_in(request: Request, *, half: bool = False) -> sessions.Current
     return current
 
 
-def need(role: Role) -> Callable[[Request], Awaitable[sessions.Current]]:
-    """The dependency for a page that `role` (or a higher one) may use."""
+def need(role: Role, *, poll: bool = False) -> Callable[[Request], Awaitable[sessions.Current]]:
+    """The dependency for a page that `role` (or a higher one) may use; `poll` for the fragments a
+    page fetches by itself, which must not keep an idle session alive."""
 
     async def dependency(request: Request) -> sessions.Current:
-        current = await signed_in(request)
+        current = await signed_in(request, touch=not poll)
         if not may(current.role, role):
             raise Forbidden(f"Your role ({current.role}) cannot do this; it needs {role}.")
         return current

@@ -19,6 +19,7 @@ from outreach.team.accounts import Role
 
 router = APIRouter()
 Viewer = Annotated[sessions.Current, Depends(need(Role.viewer))]
+Polling = Annotated[sessions.Current, Depends(need(Role.viewer, poll=True))]
 POLL_S = 5
 
 
@@ -64,5 +65,5 @@ def inbox_page(request: Request, current: Viewer) -> Response:
 
 
 @router.get("/inbox/rows")
-def inbox_rows(request: Request, current: Viewer) -> Response:
+def inbox_rows(request: Request, current: Polling) -> Response:
     return pages(request).page("inbox_rows.html", **_context(request, current))
