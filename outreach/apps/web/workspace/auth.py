@@ -51,7 +51,7 @@ def _refusal_text(result: SignIn, page: Pages) -> str:
 
 
 @router.get("/login")
-def login_form(request: Request, error: str | None = None) -> Response:
+def login_form(request: Request) -> Response:
     token = login_csrf(request)
     response = pages(request).page("login.html", csrf=token, error=None, email="")
     gate(request).set_cookie(response, LOGIN_CSRF_COOKIE, token)
