@@ -76,6 +76,15 @@ def test_the_fast_demo_runs_to_the_end_and_its_figures_are_the_databases(tmp_pat
     assert f"database {database}" in result.stderr
     assert f"OUTREACH_DATABASE_URL=sqlite:///{database} outreach report" in result.stdout
     assert "warning" not in result.stderr
+    # A working inbox on the kept database: a demo login and the settings `outreach web` reads there.
+    (login,) = re.findall(r"sign in as (\S+), password (\S+);", result.stdout)
+    assert login[0] == "demo@example.org" and f"cd {kept} && outreach web" in result.stdout
+    env_file = (kept / ".env").read_text()
+    assert f"OUTREACH_DATABASE_URL=sqlite:///{database}" in env_file and "OUTREACH_PUBLIC_URL=" in env_file
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT email, role FROM users").fetchall() == [
+            ("demo@example.org", "coordinator")
+        ]
     # The demo's settings do not outlive it.
     assert "OUTREACH_BROKER_URL" not in os.environ and "OUTREACH_PUBLIC_URL" not in os.environ
     assert app.conf.broker_url == broker

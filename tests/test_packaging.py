@@ -116,6 +116,10 @@ def test_the_wheel_carries_the_campaigns_and_the_sample_roster(wheel: Path) -> N
     assert {"outreach/_data/samples/roster.csv", "outreach/_data/samples/events.csv"} <= names
     assert "outreach/store/migrations/script.py.mako" in names and "outreach/py.typed" in names
     assert "workers/app.py" in names
+    workspace = ROOT / "outreach" / "apps" / "web" / "workspace"
+    for folder in ("templates", "static"):  # the workspace's pages and its vendored htmx
+        for path in sorted((workspace / folder).iterdir()):
+            assert f"outreach/apps/web/workspace/{folder}/{path.name}" in names
     assert not any(name.startswith(("tests/", "bench/", "samples/", "campaigns/")) for name in names)
 
 

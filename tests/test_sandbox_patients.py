@@ -247,6 +247,13 @@ def test_no_reply_when_the_mix_is_silent_or_absent() -> None:
     assert bodies(SimulatedPatients(mix=None), INVITE_EN) == [None]
 
 
+def test_a_staff_question_is_answered_and_a_question_inside_an_answer_is_not() -> None:
+    planner = SimulatedPatients(mix=ONLY_YES, seed=3)
+    question = "Hi Ana, this is Riverside Health. Can you come in on Tuesday at 10?"
+    answer = "Thank you! We will mail your kit. Questions? Call (617) 555-0199."
+    assert [b is not None for b in bodies(planner, question, answer)] == [True, False]
+
+
 def test_without_a_prompt_pattern_every_text_is_answered() -> None:
     planner = SimulatedPatients(mix=ONLY_YES, prompt=None, seed=2)
     assert all(b is not None for b in bodies(planner, ANSWER_EN, INVITE_EN))

@@ -36,6 +36,9 @@ from outreach.campaigns import QUIET_AFTER, QUIET_BEFORE, WEEKDAYS, SendWindow
 from outreach.plan.states import STRICT_STATES, area_code_state, postal_code_state
 
 HARD_START, HARD_END = QUIET_BEFORE, QUIET_AFTER  # whatever a campaign says
+# Every day, hours wider than the law's: openings are the hard limit alone. Staff replies use it
+# (the patient wrote first, so no campaign window, but still nobody is texted at night).
+LAW_HOURS = SendWindow(days=list(WEEKDAYS), start=dt.time(0), end=dt.time(23, 59))
 STRICT_END = dt.time(20)
 SEARCH_DAYS = 14
 

@@ -9,8 +9,9 @@ variants, an emoji, an empty body, mixed case with trailing words, and silence.
 Choices made here:
 
 - Patients answer only texts that ask for an answer (by default ones containing "Reply" or
-  "Responda"): the clinic's own answers to a reply ("Thank you, we will mail your kit") get no
-  reply, so a simulated conversation always ends.
+  "Responda", or ending with a question mark, as a care team's own question does): the clinic's
+  own answers to a reply ("Thank you, we will mail your kit") get no reply, so a simulated
+  conversation always ends.
 - Reproducible with a seed whatever the order of deliveries: each draw uses its own generator
   seeded by (seed, number, how many prompting texts that number has had), so concurrent workers
   and the sandbox's timing cannot reshuffle who says what.
@@ -72,7 +73,10 @@ PHRASES: dict[str, dict[Language, tuple[str, ...]]] = {
     "empty": {"en": ("",), "es": ("",)},
 }
 
-DEFAULT_PROMPT = r"\b(reply|responda|responde)\b"
+# Texts that ask for an answer: a campaign's "Reply YES ...", or a person's text that ends with a
+# question (a staff reply from the workspace: "Can you come in on Tuesday?"). "Questions? Call us."
+# inside an answer does not end with one, so a simulated conversation still ends.
+DEFAULT_PROMPT = r"\b(reply|responda|responde)\b|\?\s*$"
 
 _ES_WORDS = frozenset(
     {

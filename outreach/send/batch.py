@@ -29,7 +29,7 @@ from outreach.config import Settings
 from outreach.listen import consent, status
 from outreach.phones import mask
 from outreach.plan.pacing import Pacer, recipient
-from outreach.plan.windows import is_open
+from outreach.plan.windows import LAW_HOURS, is_open, next_opening
 from outreach.providers.base import (
     AmbiguousError,
     OperatorError,
@@ -238,6 +238,8 @@ class Sender:
         if row.opted_out:
             record.cancel(session, row.id, now, consent.CANCEL_REASON)
             return "canceled"
+        if row.kind == MessageKind.staff:
+            return self._staff_hours(session, row, now)
         if row.kind != MessageKind.outreach:
             return None
         if row.unreachable:
@@ -252,6 +254,18 @@ class Sender:
             return None
         record.finish(session, row.id, now, status=MessageStatus.planned, send_at=later, queued_at=None)
         log.info("message %s to %s moved to the next opening %s", row.id, mask(row.phone), later)
+        return "rescheduled"
+
+    def _staff_hours(self, session: Session, row: Claimed, now: dt.datetime) -> str | None:
+        """A staff reply is not capped, but the law's hours hold: outside 08:00-21:00 patient-local
+        (20:00 strict) it waits for the next morning (outreach/team/staff.py)."""
+        who = recipient(
+            row.phone, row.timezone, row.phone_zones, row.postal_code, self.settings.default_timezone
+        )
+        later = next_opening(now, window=LAW_HOURS, zones=who.zones, strict=who.strict)
+        if later <= now:
+            return None
+        record.finish(session, row.id, now, status=MessageStatus.planned, send_at=later, queued_at=None)
         return "rescheduled"
 
     def _send_chunk(self, chunk: _Chunk, ledger: _Ledger, result: BatchResult) -> None:

@@ -30,6 +30,7 @@ class MessageStatus(enum.StrEnum):
 class MessageKind(enum.StrEnum):
     outreach = "outreach"  # a campaign step: counts toward the frequency cap
     answer = "answer"  # an answer to the patient's own reply: does not count
+    staff = "staff"  # written by a person in the workspace: not capped, only the 08-21 limit applies
 
 
 # In the outbox and not yet claimed by a sender: the rows an opt-out, an ended campaign or a reply

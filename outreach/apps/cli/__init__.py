@@ -3,8 +3,8 @@
 - group.py: the click group every command runs in; every user error becomes one `error:` line
 - output.py: the consoles and the error line; options.py: the option types (dates, ports, ...)
 - context.py: what commands read from the settings (the database, today in the clinic's zone)
-- db, imports (patients, events), campaigns, tick, report, care_team (handoffs, optouts), web,
-  sandbox, demo: the commands
+- db, imports (patients, events), campaigns, tick, report, care_team (handoffs, optouts), users,
+  web, sandbox, demo: the commands
 
 Command modules import the engine inside their functions, so `outreach --help` and a typo in a
 command name answer without loading SQLAlchemy models, Celery or uvicorn.
@@ -44,3 +44,4 @@ register("outreach.apps.cli.demo:demo_command")
 register("outreach.apps.cli.sandbox:sandbox")
 register("outreach.apps.cli.sweep:sweep_command")
 register("outreach.apps.cli.fhir:fhir")
+register("outreach.apps.cli.users:users")

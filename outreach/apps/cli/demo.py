@@ -41,5 +41,10 @@ def demo_command(keep_dir: str | None, days: int | None, fast: bool, seed: int) 
     if keep is None:
         say("the demo's database was temporary and is gone; `outreach demo --keep DIR` keeps it to inspect")
     else:
+        from outreach.apps.demo import repo_root
+        from outreach.apps.demo_workspace import instructions, leave_workspace
+
         say(f"the database is kept in {result.database}; inspect it with:")
         say(f"  OUTREACH_DATABASE_URL=sqlite:///{result.database} outreach report")
+        for line in instructions(leave_workspace(result.database, repo_root())):
+            say(line)

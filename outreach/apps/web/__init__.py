@@ -1,4 +1,4 @@
-"""The web service: Twilio webhooks and health (and, later, the care-team dashboard)."""
+"""The web service: Twilio webhooks, health, and the care-team workspace under /app/ (workspace/)."""
 
 from outreach.apps.web.app import create_app
 

@@ -7,7 +7,8 @@ after it is committed; anything slow (sending an answer) goes through the outbox
 
 Twilio's form fields are read, and its TwiML written, in twilio_forms.py; the rules in
 outreach/listen/ get plain values. The signature check is in security.py, /healthz's checks in
-health.py, the OpenAPI description of the webhooks in openapi.py.
+health.py, the OpenAPI description of the webhooks in openapi.py. The care-team workspace
+(workspace/) is its own app mounted at /app: its middleware never sees a webhook.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from outreach.apps.web.twilio_forms import (
     store_reply,
     twiml,
 )
+from outreach.apps.web.workspace import create_workspace
 from outreach.campaigns import CampaignFile
 from outreach.clock import Clock, utcnow
 from outreach.config import Settings, check_settings
@@ -148,6 +150,12 @@ def create_app(
     app.fast_paths = {INBOUND_PATH: hooks.inbound, STATUS_PATH: hooks.status}
     _webhook_routes(app, hooks)
     _health_route(app, _health_checks(settings, db, broker_check))
+    app.mount(
+        "/app",
+        create_workspace(
+            settings, engine=db, campaigns=campaigns, dispatch=dispatch, clock=clock, public_url=public_url
+        ),
+    )
     return app
 
 

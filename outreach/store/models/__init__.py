@@ -13,6 +13,8 @@ from outreach.store.models.audit import AuditEntry
 from outreach.store.models.base import NAMING, Base
 from outreach.store.models.campaign import Campaign
 from outreach.store.models.consent import PhoneConsent
+from outreach.store.models.conversation import Conversation
+from outreach.store.models.conversation_read import ConversationRead
 from outreach.store.models.enrollment import Enrollment
 from outreach.store.models.event import PatientEvent
 from outreach.store.models.handoff import Handoff
@@ -21,6 +23,8 @@ from outreach.store.models.inbound import InboundMessage
 from outreach.store.models.message import Message
 from outreach.store.models.patient import Patient, Sex
 from outreach.store.models.unreachable import UnreachableNumber
+from outreach.store.models.user import User
+from outreach.store.models.web_session import WebSession
 from outreach.store.statuses import MessageKind, MessageStatus
 
 __all__ = [
@@ -29,6 +33,8 @@ __all__ = [
     "AuditEntry",
     "Base",
     "Campaign",
+    "Conversation",
+    "ConversationRead",
     "Enrollment",
     "Handoff",
     "InboundMessage",
@@ -41,4 +47,6 @@ __all__ = [
     "SenderHold",
     "Sex",
     "UnreachableNumber",
+    "User",
+    "WebSession",
 ]

@@ -56,6 +56,7 @@ class Message(Base):
     canceled_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     cancel_reason: Mapped[str | None] = mapped_column(String(100))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # kind `staff`: who wrote it
 
     @hybrid_property
     def went_out_at(self) -> dt.datetime | None:

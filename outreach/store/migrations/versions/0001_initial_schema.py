@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 03:11:55.444040
+Create Date: 2026-11-30 05:06:53.229711
 """
 
 from __future__ import annotations
@@ -109,6 +109,52 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("phone", name=op.f("pk_unreachable_numbers")),
     )
     op.create_table(
+        "users",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("email", sa.String(length=254), nullable=False),
+        sa.Column("role", sa.String(length=20), nullable=False),
+        sa.Column("password_hash", sa.String(length=200), nullable=False),
+        sa.Column("totp_secret", sa.String(length=64), nullable=True),
+        sa.Column("totp_confirmed_at", sa.DateTime(), nullable=True),
+        sa.Column("totp_last_step", sa.Integer(), nullable=True),
+        sa.Column("disabled", sa.Boolean(), nullable=False),
+        sa.Column("failed_logins", sa.Integer(), nullable=False),
+        sa.Column("locked_until", sa.DateTime(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("last_login_at", sa.DateTime(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
+        sa.UniqueConstraint("email", name=op.f("uq_users_email")),
+    )
+    op.create_table(
+        "conversations",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("public_id", sa.String(length=32), nullable=False),
+        sa.Column("phone", sa.String(length=20), nullable=False),
+        sa.Column("patient_id", sa.Integer(), nullable=True),
+        sa.Column("campaign_id", sa.String(length=64), nullable=True),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("assignee_id", sa.Integer(), nullable=True),
+        sa.Column("last_inbound_id", sa.Integer(), nullable=False),
+        sa.Column("last_inbound_at", sa.DateTime(), nullable=False),
+        sa.Column("outcome", sa.String(length=64), nullable=True),
+        sa.Column("closed_at", sa.DateTime(), nullable=True),
+        sa.Column("closed_by", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["assignee_id"], ["users.id"], name=op.f("fk_conversations_assignee_id_users")
+        ),
+        sa.ForeignKeyConstraint(["closed_by"], ["users.id"], name=op.f("fk_conversations_closed_by_users")),
+        sa.ForeignKeyConstraint(
+            ["patient_id"], ["patients.id"], name=op.f("fk_conversations_patient_id_patients")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_conversations")),
+        sa.UniqueConstraint("phone", name=op.f("uq_conversations_phone")),
+        sa.UniqueConstraint("public_id", name=op.f("uq_conversations_public_id")),
+    )
+    with op.batch_alter_table("conversations", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_conversations_assignee_id"), ["assignee_id"], unique=False)
+        batch_op.create_index("ix_conversations_status_last", ["status", "last_inbound_at"], unique=False)
+
+    op.create_table(
         "enrollments",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("patient_id", sa.Integer(), nullable=False),
@@ -133,6 +179,38 @@ def upgrade() -> None:
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.create_index("ix_enrollments_campaign_patient", ["campaign_id", "patient_id"], unique=False)
 
+    op.create_table(
+        "web_sessions",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("csrf_token", sa.String(length=64), nullable=False),
+        sa.Column("mfa_passed", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("seen_at", sa.DateTime(), nullable=False),
+        sa.Column("ended_at", sa.DateTime(), nullable=True),
+        sa.Column("ended_why", sa.String(length=20), nullable=True),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_web_sessions_user_id_users")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_web_sessions")),
+    )
+    with op.batch_alter_table("web_sessions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_web_sessions_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "conversation_reads",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("conversation_id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("inbound_id", sa.Integer(), nullable=False),
+        sa.Column("read_at", sa.DateTime(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["conversation_id"],
+            ["conversations.id"],
+            name=op.f("fk_conversation_reads_conversation_id_conversations"),
+        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_conversation_reads_user_id_users")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_conversation_reads")),
+        sa.UniqueConstraint("conversation_id", "user_id", name="uq_conversation_reads_pair"),
+    )
     op.create_table(
         "inbound_messages",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -183,6 +261,8 @@ def upgrade() -> None:
         sa.Column("canceled_at", sa.DateTime(), nullable=True),
         sa.Column("cancel_reason", sa.String(length=100), nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("author_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(["author_id"], ["users.id"], name=op.f("fk_messages_author_id_users")),
         sa.ForeignKeyConstraint(
             ["enrollment_id"], ["enrollments.id"], name=op.f("fk_messages_enrollment_id_enrollments")
         ),
@@ -258,10 +338,21 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_inbound_messages_from_phone"))
 
     op.drop_table("inbound_messages")
+    op.drop_table("conversation_reads")
+    with op.batch_alter_table("web_sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_web_sessions_user_id"))
+
+    op.drop_table("web_sessions")
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.drop_index("ix_enrollments_campaign_patient")
 
     op.drop_table("enrollments")
+    with op.batch_alter_table("conversations", schema=None) as batch_op:
+        batch_op.drop_index("ix_conversations_status_last")
+        batch_op.drop_index(batch_op.f("ix_conversations_assignee_id"))
+
+    op.drop_table("conversations")
+    op.drop_table("users")
     op.drop_table("unreachable_numbers")
     op.drop_table("sender_holds")
     op.drop_table("phone_consents")
