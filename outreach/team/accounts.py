@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 from dataclasses import dataclass
 
 import pyotp
@@ -31,8 +32,14 @@ LOCKOUT = dt.timedelta(minutes=15)
 PASSWORD_MIN = 12
 ISSUER = "outreach"
 _hasher = PasswordHasher()
-# Verified against when the email is unknown, so a wrong email costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("outreach-no-such-account")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the email is unknown, so a wrong email costs as long as a wrong
+    password. Made on first use, not at import: an argon2 hash takes about half a second and
+    64 MiB, which every web worker, CLI run and Celery worker importing this module would pay."""
+    return _hasher.hash("outreach-no-such-account")
 
 
 class Role(enum.StrEnum):
@@ -154,7 +161,7 @@ def check_password(session: Session, email: str, password: str, now: dt.datetime
         address = email.strip().lower()[:254]
     user = session.scalar(select(User).where(User.email == address).with_for_update())
     if user is None:
-        _verify(_DUMMY_HASH, password)
+        _verify(_dummy_hash(), password)
         audit(session, address or "-", "sign_in_failed", "unknown account", now)
         return SignIn(None, Refusal.wrong)
     if user.locked_until is not None and user.locked_until > now:
