@@ -197,7 +197,7 @@ def test_unknown_key_without_a_close_match_lists_the_valid_ones(tmp_path: Path) 
     data["audience"]["zzz"] = 1
     problem = only_error(check(tmp_path, data))
     assert problem.field == "audience.zzz"
-    assert problem.message == "unknown key zzz; valid keys here: age, sex, care_gap"
+    assert problem.message == "unknown key zzz; valid keys here: age, sex, care_gap, exclude"
 
 
 def test_wrong_types(tmp_path: Path) -> None:

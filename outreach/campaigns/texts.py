@@ -69,10 +69,11 @@ def template_problems(template: str) -> list[str]:
     return problems
 
 
-def render(template: str, *, first_name: str, settings: Settings) -> str:
+def render(template: str, *, first_name: str, settings: Settings, link: str | None = None) -> str:
     """Fill the whitelisted placeholders; nothing else about a patient can reach a message
     (DESIGN.md §7.7), and an unset setting a template needs stops the run rather than sending
-    "Hi Ana, None here"."""
+    "Hi Ana, None here". `link`, when given, is the message's tracked link (a campaign with
+    `link:`), which replaces OUTREACH_LINK."""
     problems = template_problems(template)
     if problems:
         raise UserError(f"cannot render a campaign text: {problems[0]}")
@@ -80,7 +81,7 @@ def render(template: str, *, first_name: str, settings: Settings) -> str:
         "first_name": first_name,
         "clinic_name": settings.clinic_name,
         "clinic_phone": settings.clinic_phone,
-        "link": settings.link,
+        "link": link or settings.link,
     }
     out = []
     for literal, name, _spec, _conversion in string.Formatter().parse(template):
