@@ -37,6 +37,17 @@ _SAMPLE_SETTINGS = {
     "link": "https://example.org/book",
 }
 
+# A campaign with `link:` renders {link} as OUTREACH_PUBLIC_URL/l/<token> (outreach/outcomes/links.py):
+# the token is 12 URL-safe characters (72 random bits), so segment estimates use that length.
+LINK_PATH = "/l/"
+LINK_TOKEN_LENGTH = 12
+
+
+def tracked_url(public_url: str | None, token: str) -> str:
+    """The tracked short link of `token` (a stand-in host when OUTREACH_PUBLIC_URL is unset)."""
+    return f"{(public_url or 'https://example.org').rstrip('/')}{LINK_PATH}{token}"
+
+
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _BRACED = re.compile(r"(?<!\{)\{([^{}]*)\}")
 _OPT_OUT = re.compile(r"\bSTOP\b", re.IGNORECASE)
@@ -133,7 +144,12 @@ def _estimate(template: str, settings: Settings) -> str:
         "first_name": _SAMPLE_FIRST_NAME,
         "clinic_name": settings.clinic_name or _SAMPLE_SETTINGS["clinic_name"],
         "clinic_phone": settings.clinic_phone or _SAMPLE_SETTINGS["clinic_phone"],
-        "link": settings.link or _SAMPLE_SETTINGS["link"],
+        # The longer of a tracked link and OUTREACH_LINK: the estimate does not know the campaign.
+        "link": max(
+            settings.link or _SAMPLE_SETTINGS["link"],
+            tracked_url(settings.public_url, "x" * LINK_TOKEN_LENGTH),
+            key=len,
+        ),
     }
     return "".join(
         literal + (values[name] if name else "")

@@ -26,14 +26,15 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, func, select
 
 from outreach.campaigns import CampaignFile
+from outreach.campaigns.texts import LINK_PATH, LINK_TOKEN_LENGTH, tracked_url
 from outreach.config import Settings
-from outreach.errors import UserError
 from outreach.store import sql
 from outreach.store.models import Activation, Enrollment, LinkClick, Message
 
-PATH = "/l/"
+PATH = LINK_PATH
 TOKEN_BYTES = 9  # 72 random bits: at least 64 (DESIGN.md §11), and a whole number of base64 characters
-TOKEN_LENGTH = 12
+TOKEN_LENGTH = LINK_TOKEN_LENGTH
+assert len(secrets.token_urlsafe(TOKEN_BYTES)) == TOKEN_LENGTH
 PREVIEW_GRACE = dt.timedelta(seconds=2)
 _TOKEN = re.compile(rf"[A-Za-z0-9_-]{{{TOKEN_LENGTH}}}")
 # Link-preview fetchers (iMessage announces itself as facebookexternalhit + Twitterbot, WhatsApp,
@@ -51,25 +52,19 @@ def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
 
 
-def tracked_url(public_url: str, token: str) -> str:
-    return f"{public_url.rstrip('/')}{PATH}{token}"
-
-
 def sample_url(public_url: str | None) -> str:
     """A tracked URL of the real length, for previews and segment estimates."""
-    return tracked_url(public_url or "https://example.org", "x" * TOKEN_LENGTH)
+    return tracked_url(public_url, "x" * TOKEN_LENGTH)
 
 
 def for_template(campaign: CampaignFile, template: str, settings: Settings) -> tuple[str | None, str | None]:
-    """(token, tracked URL) for a text of `campaign` that has {link} and a campaign `link:`;
-    (None, None) otherwise ({link} then renders OUTREACH_LINK, untracked)."""
+    """(token, URL) for a text of `campaign` that has {link} and a campaign `link:`; (None, None)
+    otherwise ({link} then renders OUTREACH_LINK). Without OUTREACH_PUBLIC_URL there is no
+    `outreach web` to serve a tracked link, so the campaign's page itself is sent, untracked."""
     if campaign.link is None or "{link}" not in template:
         return None, None
     if not settings.public_url:
-        raise UserError(
-            f"campaign {campaign.id} has a link, but OUTREACH_PUBLIC_URL is not set; set it to the "
-            "address of `outreach web`, which serves the tracked links"
-        )
+        return None, campaign.link
     token = new_token()
     return token, tracked_url(settings.public_url, token)
 
