@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from outreach.apps.web import health
+from outreach.apps.web import health, links
 from outreach.apps.web.commits import GroupCommit
 from outreach.apps.web.openapi import IDEMPOTENCY_HEADER, INBOUND_FORM, REJECTIONS, STATUS_FORM
 from outreach.apps.web.security import (
@@ -139,7 +139,8 @@ def create_app(
 
         campaigns = load_campaigns(settings.campaigns_dir, settings=settings)
     signer = Signer(settings.twilio_auth_token or "", public_url)
-    hooks = _Webhooks(settings, signer, GroupCommit(db), health.SchemaWatch(db), campaigns, dispatch, clock)
+    commits = GroupCommit(db)
+    hooks = _Webhooks(settings, signer, commits, health.SchemaWatch(db), campaigns, dispatch, clock)
     app = WebhookAPI(
         title="outreach webhooks",
         description="Twilio webhooks (inbound replies, status callbacks) and a health check.",
@@ -148,6 +149,7 @@ def create_app(
     app.fast_paths = {INBOUND_PATH: hooks.inbound, STATUS_PATH: hooks.status}
     _webhook_routes(app, hooks)
     _health_route(app, _health_checks(settings, db, broker_check))
+    links.register(app, settings, commits, campaigns, clock)  # tracked links: GET /l/<token>
     return app
 
 
