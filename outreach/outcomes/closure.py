@@ -28,7 +28,9 @@ def _closing_events(campaign: CampaignFile, on: dt.date, window_days: int, diale
     """The enrollment's qualifying events: a care-gap kind, dated from the enrollment day to the
     end of the attribution window, and not after `on` (correlated with the UPDATE's row)."""
     kinds = sorted({gap.event for gap in campaign.audience.care_gap})
-    mrn = select(Patient.mrn).where(Patient.id == Enrollment.patient_id).correlate(Enrollment).scalar_subquery()
+    mrn = (
+        select(Patient.mrn).where(Patient.id == Enrollment.patient_id).correlate(Enrollment).scalar_subquery()
+    )
     return (
         select(PatientEvent.id, PatientEvent.date)
         .where(

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     CursorResult,
+    Date,
     Engine,
     Integer,
     Result,
@@ -223,4 +224,4 @@ def add_days(day: Any, days: int, dialect: str) -> ColumnElement[Any]:
 
 def day_of(moment: Any) -> ColumnElement[Any]:
     """The calendar day (UTC) of a DATETIME column, comparable with a DATE column in both dialects."""
-    return func.date(moment)
+    return func.date(moment, type_=Date)
