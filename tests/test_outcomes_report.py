@@ -143,13 +143,6 @@ def test_outcome_figures_match_an_independent_count(engine: Engine) -> None:
     scheduler.tick(engine, {c.id: c}, settings=settings, now=dt.datetime.combine(on, dt.time(15)))
 
     report = funnel(engine, campaigns={c.id: c}, on=on).as_json()["campaigns"][0]
-    print({k: report[k] for k in ("treated", "holdout", "lift", "days_to_close_median", "links")})
-    print(
-        [
-            {k: v[k] for k in ("variant", "sent", "engaged", "activated", "clicked", "gap_closed")}
-            for v in report["steps"][0]["variants"]
-        ]
-    )
 
     with session_scope(engine) as s:
         enrollments = {e.id: e for e in s.scalars(select(Enrollment))}
