@@ -39,7 +39,7 @@ _ENGAGEMENT = (
 _RATES = (("delivered", "deliv. %"), ("replied", "reply %"), ("activated", "activ. %"))
 # What the texts led to: clicks on the tracked link and closed care gaps (issue #13).
 _OUTCOMES = (("sent", "sent"), ("engaged", "engaged"), ("clicked", "clicked"), ("gap_closed", "closed"))
-_OUTCOME_RATES = (("engaged", "engag. %"), ("clicked", "click %"), ("gap_closed", "closed %"))
+_OUTCOME_RATES = (("clicked", "click %"), ("gap_closed", "closed %"))
 # (counts, rates) of each table, in the order they print.
 _TABLES = ((_DELIVERY, ()), (_ENGAGEMENT, _RATES), (_OUTCOMES, _OUTCOME_RATES))
 
@@ -85,6 +85,11 @@ def print_report(report: FunnelReport, console: Console) -> None:
         ]
         _tables(console, "step", sections)
         _details(console, campaign.summary, campaign.languages)
+        if any(campaign.links.values()):
+            hits = campaign.links
+            console.print(
+                f"  tracked links: {hits['clicks']} clicks, {hits['previews']} previews", markup=False
+            )
         console.print(f"  {comparison_line(campaign.arms.as_json())}", soft_wrap=True, markup=False)
         console.print()
     if len(report.campaigns) > 1:
