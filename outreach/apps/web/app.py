@@ -91,6 +91,7 @@ class WebhookAPI(FastAPI):
     """
 
     fast_paths: dict[str, ASGIApp]
+    link_route: ASGIApp | None = None  # GET and HEAD under /l/ (outreach/apps/web/links.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -102,7 +103,21 @@ class WebhookAPI(FastAPI):
                 if handler is not None:
                     await handler(scope, receive, send)
                     return
+            elif self.link_route is not None and _is_link(scope):
+                await self.link_route(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+
+def _is_link(scope: Scope) -> bool:
+    """A tracked link's GET or HEAD (/l/<token>, one segment), not under a mount's root_path."""
+    path = scope["path"]
+    return (
+        scope["method"] in ("GET", "HEAD")
+        and path.startswith(links.PREFIX)
+        and "/" not in path[len(links.PREFIX) :]
+        and not scope.get("root_path")
+    )
 
 
 class _Delegate(Response):
@@ -149,7 +164,7 @@ def create_app(
     app.fast_paths = {INBOUND_PATH: hooks.inbound, STATUS_PATH: hooks.status}
     _webhook_routes(app, hooks)
     _health_route(app, _health_checks(settings, db, broker_check))
-    links.register(app, settings, commits, campaigns, clock)  # tracked links: GET /l/<token>
+    app.link_route = links.register(app, settings, commits, campaigns, clock)  # tracked links: /l/<token>
     return app
 
 
