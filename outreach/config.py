@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     # `outreach fhir import`: local codes an EHR uses for a screening would otherwise leave the
     # gap open and the patient texted about a test they had.
     code_map: str | None = Field(None, alias="OUTREACH_CODE_MAP")
+    # --- Outcomes (issue #13). A care-gap event dated within this many days of the enrollment day
+    # closes the gap and is credited to outreach (or counted for the holdout): the same window for
+    # both arms, so the comparison is fair.
+    attribution_days: int = Field(90, ge=1, le=3650, alias="OUTREACH_ATTRIBUTION_DAYS")
+    # A tracked link (/l/<token>) answers for this many days after its message went out; later it
+    # gets the page with the clinic's phone instead of the redirect.
+    link_ttl_days: int = Field(30, ge=1, le=3650, alias="OUTREACH_LINK_TTL_DAYS")
 
     # --- The sweeper (outreach/send/sweeper.py): `outreach sweep`, and Celery beat every SWEEP_EVERY.
     # Durations: seconds ("300"), with a unit ("30s", "5m", "1h") or ISO 8601 ("PT5M").

@@ -100,6 +100,19 @@ CODES = {
     "flu_vaccine": ("150", "CVX"),
 }
 
+# The eCQM denominator exclusions the shipped campaigns honour (CMS130, CMS125, CMS124), on a few
+# patients the campaigns would otherwise text, plus one hospice stay too old to exclude (the
+# look-back is a year). Fixed rows appended after the random ones, so the random draws (and every
+# other sample row) are unchanged. SNOMED CT codes as in outreach/ingest/fhir/codemap.csv.
+SAMPLE_EXCLUSIONS = (
+    ("RH1012", "colorectal_cancer", "2019-03-14", "363406005", "SNOMED"),  # CMS130, ever
+    ("RH1050", "total_colectomy", "2021-06-02", "26390003", "SNOMED"),  # CMS130, ever
+    ("RH1003", "bilateral_mastectomy", "2018-09-10", "27865001", "SNOMED"),  # CMS125, ever
+    ("RH1053", "hysterectomy_no_cervix", "2012-01-15", "116140006", "SNOMED"),  # CMS124, ever
+    ("RH1058", "hospice", "2026-10-02", "385763009", "SNOMED"),  # within the last year: excluded
+    ("RH1011", "hospice", "2024-03-01", "385763009", "SNOMED"),  # over a year ago: still invited
+)
+
 
 def mrn_for(i: int) -> str:
     """The mrn of the i-th synthetic patient (shared by write_roster and write_events)."""
@@ -184,6 +197,7 @@ def sample_rows(seed: int = 2026) -> tuple[list[tuple[str, ...]], list[tuple[str
             )
         )
         events.extend(_sample_events(mrn, ages[i], sex, rng))
+    events.extend(SAMPLE_EXCLUSIONS)
     return patients, events
 
 

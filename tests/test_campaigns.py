@@ -123,8 +123,9 @@ def test_shipped_campaigns_have_no_errors() -> None:
         assert campaign.languages() == ["en", "es"]
         first, *rest = campaign.steps
         assert first.after == Duration(amount=0, unit="d")
-        assert "Reply STOP to opt out" in first.text["en"]
-        assert "STOP" in first.text["es"]
+        for _variant, _weight, texts in first.wordings():  # every wording of the first text
+            assert "Reply STOP to opt out" in texts["en"]
+            assert "STOP" in texts["es"]
         assert any(step.only_if == "no_reply" for step in rest)
         words = {word: rule for rule in campaign.replies for word in rule.keywords}
         assert {"YES", "SI", "SÍ", "CALL", "LLAMAR"} <= set(words)
@@ -132,7 +133,7 @@ def test_shipped_campaigns_have_no_errors() -> None:
     # The only warnings are the conscious ones: the Spanish invites run to 3 segments.
     assert {(Path(p.path).name, p.field) for p in problems} <= {
         (f"{i}.yaml", "steps[0].text.es") for i in SHIPPED
-    }
+    } | {("colorectal-screening.yaml", "steps[0].variants[0].text.es")}
     assert all("about 3 segments" in p.message for p in problems)
 
 
@@ -197,7 +198,7 @@ def test_unknown_key_without_a_close_match_lists_the_valid_ones(tmp_path: Path) 
     data["audience"]["zzz"] = 1
     problem = only_error(check(tmp_path, data))
     assert problem.field == "audience.zzz"
-    assert problem.message == "unknown key zzz; valid keys here: age, sex, care_gap"
+    assert problem.message == "unknown key zzz; valid keys here: age, sex, care_gap, exclude"
 
 
 def test_wrong_types(tmp_path: Path) -> None:
@@ -732,7 +733,11 @@ def test_cli_validate_shipped_campaigns() -> None:
     verbose = CliRunner().invoke(main, ["campaigns", "validate", "--verbose"])
     lines = verbose.output.strip().splitlines()
     assert [line.split(": ")[1:3] for line in lines[:-1]] == [
-        ["steps[0].text.es", "warning (acknowledged)"] for _ in SHIPPED
+        [
+            "steps[0].variants[0].text.es" if name == "colorectal-screening" else "steps[0].text.es",
+            "warning (acknowledged)",
+        ]
+        for name in SHIPPED
     ]
     assert lines[-1] == "4 files checked: 0 errors, 0 warnings (4 acknowledged)"
 
@@ -936,3 +941,66 @@ def test_the_loader_of_tick_and_web_refuses_the_bomb_too(tmp_path: Path) -> None
     (tmp_path / "bomb.yaml").write_text(_alias_bomb())
     with pytest.raises(UserError, match=r"bomb\.yaml: \(file\): too many YAML aliases"):
         load_campaigns(tmp_path, settings=get_settings())
+
+
+# --- issue #13: exclusions, holdout, link, variants, activates -----------------------------------
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    data.update(changes)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"holdout": "60%"}, "holdout", "outside 0%-50%"),
+        ({"holdout": "a tenth"}, "holdout", "not a percentage"),
+        ({"link": "example.org/book"}, "link", "not a web address"),
+    ],
+)
+def test_outcome_settings_are_checked(
+    tmp_path: Path, changes: dict[str, Any], field: str, words: str
+) -> None:
+    problem = only_error(check(tmp_path, _with(**changes)))
+    assert problem.field == field and words in problem.message
+
+
+def test_an_exclusion_names_a_known_event_kind(tmp_path: Path) -> None:
+    data = _with()
+    data["audience"]["exclude"] = [{"event": "hospice", "within": "1y"}, {"event": "colectomy"}]
+    problem = only_error(check(tmp_path, data))
+    assert problem.field == "audience.exclude[1].event" and "unknown event kind" in problem.message
+
+
+def test_a_step_has_a_text_or_variants_not_both(tmp_path: Path) -> None:
+    data = _with()
+    data["steps"][1]["variants"] = [{"id": "a", "weight": 1, "text": {"en": "Hi {first_name}."}}]
+    problem = only_error(check(tmp_path, data))
+    assert problem.field == "steps[1]" and "both of text and variants" in problem.message
+
+
+def test_variants_and_declines_load_and_variant_texts_are_checked(tmp_path: Path) -> None:
+    data = _with(holdout="10%", link="https://example.org/book")
+    data["steps"][1] = {
+        "id": "reminder",
+        "after": "7d",
+        "variants": [
+            {"id": "a", "weight": 70, "text": {"en": "Hi {first_name}: {link}"}},
+            {"id": "b", "weight": 30, "text": {"en": "Hi {last_name}."}},
+        ],
+    }
+    data["replies"].append({"keywords": ["NO"], "outcome": "declined", "activates": False})
+    problem = only_error(check(tmp_path, data))
+    assert problem.field == "steps[1].variants[1].text.en" and "{last_name}" in problem.message
+    data["steps"][1]["variants"][1]["text"] = {"en": "Hi {first_name}."}
+    campaigns, problems = validate_files([write(tmp_path, data)], settings=get_settings())
+    assert errors(problems) == []
+    campaign = campaigns["test-campaign"]
+    assert (campaign.holdout, campaign.link, campaign.replies[-1].activates) == (
+        10.0,
+        "https://example.org/book",
+        False,
+    )
+    assert [(v, w) for v, w, _ in campaign.steps[1].wordings()] == [("a", 70), ("b", 30)]

@@ -6,6 +6,7 @@ an independent reading of the campaign rules says is eligible; and nobody else g
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 from sqlalchemy import Engine, select
 
-from outreach.campaigns import CampaignFile, add_months, load_campaigns, render
+from outreach.campaigns import CampaignFile, Step, add_months, load_campaigns, render
 from outreach.config import get_settings
 from outreach.ingest import roster
 from outreach.plan import scheduler
@@ -81,9 +82,41 @@ def oracle(
                 start = dt.date(on.year, month, day)
                 after = (start if start <= on else dt.date(on.year - 1, month, day)) - dt.timedelta(days=1)
             closed |= any(e.mrn == p.mrn and e.kind == gap.event and after < e.date <= on for e in events)
-        if not closed:
+        if not closed and not _excluded(campaign, p, events, on):
             chosen.add(p.mrn)
     return chosen
+
+
+def _excluded(campaign: CampaignFile, p: Patient, events: list[PatientEvent], on: dt.date) -> bool:
+    """A denominator exclusion on record: ever, or inside its look-back (years or days only here)."""
+    for exclusion in campaign.audience.exclude:
+        after = dt.date.min
+        if exclusion.within is not None:
+            amount, unit = exclusion.within.amount, exclusion.within.unit
+            after = add_months(on, -12 * amount) if unit == "y" else on - dt.timedelta(days=amount)
+        if any(e.mrn == p.mrn and e.kind == exclusion.event and after < e.date <= on for e in events):
+            return True
+    return False
+
+
+def _md5_bucket(key: str) -> int:
+    return int(hashlib.md5(key.encode()).hexdigest()[:8], 16) % 10_000
+
+
+def _holdout(campaign: CampaignFile, patient_id: int) -> bool:
+    """The control arm as DESIGN.md §5 and outreach/plan/holdout.py describe it, first cycle."""
+    return _md5_bucket(f"holdout|{campaign.id}|1|{patient_id}") < campaign.holdout * 100
+
+
+def _wording(enrollment_id: int, step: Step) -> dict[str, str]:
+    if step.text is not None:
+        return step.text
+    point = _md5_bucket(f"variant|{enrollment_id}|{step.id}") / 10_000 * sum(v.weight for v in step.variants)
+    for variant in step.variants:
+        if point < variant.weight:
+            return variant.text
+        point -= variant.weight
+    raise AssertionError("no variant")
 
 
 def _settle(engine: Engine) -> bool:
@@ -132,15 +165,55 @@ def test_shipped_campaigns_deliver_the_right_text_to_the_right_patients(
     on = START.replace(tzinfo=dt.UTC).astimezone(NEW_YORK).date()
     expected = {cid: oracle(c, patients, events, on) for cid, c in campaigns.items()}
     assert all(expected.values()), "the sample roster should give every shipped campaign an audience"
-    enrolled = {(campaign_id, patient.mrn) for _, campaign_id, patient in rows}
-    assert enrolled == {(cid, mrn) for cid, mrns in expected.items() for mrn in mrns}
+    # The sample's exclusions matter: without them the oracle would text more patients.
+    for cid in ("colorectal-screening", "breast-screening", "cervical-screening"):
+        loose = campaigns[cid].audience.model_copy(update={"exclude": []})
+        assert (
+            oracle(campaigns[cid].model_copy(update={"audience": loose}), patients, events, on)
+            > expected[cid]
+        )
+    with session_scope(engine) as s:
+        arms = {(e.campaign_id, e.patient_id): e.arm for e in s.scalars(select(Enrollment))}
+    by_mrn = {p.mrn: p for p in patients}
+    expected_arms = {
+        (cid, by_mrn[mrn].id): "holdout" if _holdout(campaigns[cid], by_mrn[mrn].id) else "treated"
+        for cid, mrns in expected.items()
+        for mrn in mrns
+    }
+    assert arms == expected_arms
+    assert "holdout" in arms.values(), "the sample roster should put someone in colorectal's holdout"
+    texted = {(campaign_id, patient.mrn) for _, campaign_id, patient in rows}
+    assert texted == {
+        (cid, mrn)
+        for cid, mrns in expected.items()
+        for mrn in mrns
+        if not _holdout(campaigns[cid], by_mrn[mrn].id)
+    }
+    # Holdouts are never texted, checked at the sandbox: no text a holdout's number received is any
+    # wording of that campaign for that patient (the number may get other campaigns' texts).
+    holdouts = [
+        (campaigns[cid], by_mrn[mrn])
+        for cid, mrns in expected.items()
+        for mrn in mrns
+        if _holdout(campaigns[cid], by_mrn[mrn].id)
+    ]
+    assert holdouts
+    received = Counter((m["to"], m["body"]) for m in embedded.messages())
+    for campaign, patient in holdouts:
+        for step in campaign.steps:
+            for _, _, texts in step.wordings():
+                _, template = campaign.text_for(texts, patient.language)
+                body = render(template, first_name=patient.first_name, settings=settings, link=campaign.link)
+                assert received[(patient.phone, body)] == 0
 
     for sid, sent in accepted.items():
         message, campaign_id, patient = by_sid[sid]
         campaign = campaigns[campaign_id]
         step = next(step for step in campaign.steps if step.id == message.step_id)
-        _, template = campaign.text_for(step.text, patient.language)
-        assert sent["body"] == render(template, first_name=patient.first_name, settings=settings)
+        _, template = campaign.text_for(_wording(message.enrollment_id, step), patient.language)
+        # No OUTREACH_PUBLIC_URL here: {link} is the campaign's page itself, untracked.
+        expected_body = render(template, first_name=patient.first_name, settings=settings, link=campaign.link)
+        assert sent["body"] == expected_body
         assert sent["to"] == patient.phone
     # The promises, on the outbox's own clock: once per step, 1 a day per number, within the window.
     assert len({(m.enrollment_id, m.step_id) for m, _, _ in rows}) == len(rows)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from outreach.config import get_settings
 from outreach.errors import UserError
 from outreach.listen import consent, context, replies, status
-from outreach.outcomes import funnel
+from outreach.outcomes import counts, funnel
 from outreach.plan import scheduler
 from outreach.providers import twilio_codes
 from outreach.providers.twilio import TwilioProvider
@@ -41,12 +41,12 @@ def _engine_sources() -> dict[str, str]:
 
 
 def test_the_report_and_the_reply_context_share_one_went_out_set() -> None:
-    assert funnel.WENT_OUT is statuses.WENT_OUT
+    assert counts.WENT_OUT is statuses.WENT_OUT  # the report counts in outcomes/counts.py
     assert context.WENT_OUT is statuses.WENT_OUT
 
 
 def test_each_pending_meaning_has_one_set_and_its_users_share_it() -> None:
-    assert funnel.WAITING_OR_SENDING is statuses.WAITING_OR_SENDING
+    assert counts.WAITING_OR_SENDING is statuses.WAITING_OR_SENDING
     assert consent.WAITING is statuses.WAITING
     assert scheduler.WAITING is statuses.WAITING
     assert set(WAITING) == {MessageStatus.planned, MessageStatus.queued}

@@ -54,6 +54,9 @@ replies:
     handoff: true
     answer:
       en: "We will call you soon from {clinic_phone}."
+  - keywords: [NO]
+    outcome: declined
+    activates: false
 """
 _sids = itertools.count(1)
 
@@ -589,9 +592,10 @@ def test_a_keyword_without_an_enrollment_is_a_handoff(
     assert handoff is not None and handoff.patient_id == who.id
 
 
-def test_the_first_reply_activates_once_and_the_latest_keyword_sets_the_outcome(
+def test_the_first_activating_reply_activates_once_and_the_latest_keyword_sets_the_outcome(
     session: Session, settings: Settings, campaigns: dict[str, CampaignFile]
 ) -> None:
+    """A question is engagement (replied_at), not activation (DESIGN.md §8): YES activates."""
     enrollment = enroll(session, patient(session, "m1"))
     message(session, enrollment)
 
@@ -599,16 +603,33 @@ def test_the_first_reply_activates_once_and_the_latest_keyword_sets_the_outcome(
     second = reply(session, "YES", settings, campaigns, minutes=2)
     third = reply(session, "call", settings, campaigns, minutes=3)
 
-    assert [first.activated, second.activated, third.activated] == [True, False, False]
+    assert [first.activated, second.activated, third.activated] == [False, True, False]
     activation = session.scalars(select(Activation)).one()
     assert (activation.inbound_id, activation.how, activation.enrollment_id) == (
-        first.inbound_id,
-        "question",
+        second.inbound_id,
+        "kit_requested",
         enrollment.id,
     )
     session.refresh(enrollment)
     assert enrollment.replied_at == result_now(1)
     assert (enrollment.outcome, enrollment.outcome_at) == ("callback_requested", result_now(3))
+
+
+def test_a_decline_is_engagement_not_activation_and_a_later_yes_still_activates(
+    session: Session, settings: Settings, campaigns: dict[str, CampaignFile]
+) -> None:
+    enrollment = enroll(session, patient(session, "m1"))
+    message(session, enrollment)
+
+    declined = reply(session, "No thanks", settings, campaigns, minutes=1)
+    assert (declined.outcome, declined.activated) == ("declined", False)
+    session.refresh(enrollment)
+    assert enrollment.replied_at == result_now(1)
+    assert session.scalars(select(Activation)).all() == []
+
+    changed_mind = reply(session, "yes", settings, campaigns, minutes=2)
+    assert changed_mind.activated is True
+    assert session.scalars(select(Activation.how)).one() == "kit_requested"
 
 
 def test_a_reply_belongs_to_the_enrollment_of_the_latest_message_sent_to_the_number(

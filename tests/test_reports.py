@@ -209,15 +209,35 @@ def figures(**values: Any) -> dict[str, Any]:
             "canceled",
             "unknown",
             "replied",
+            "engaged",
             "activated",
+            "clicked",
+            "gap_closed",
             "opted_out",
         ],
         0,
     )
     out |= {"failed_codes": {}, "undelivered_codes": {}, "cancel_reasons": {}}
-    out |= {"delivered_pct": None, "replied_pct": None, "activated_pct": None}
+    out |= {"delivered_pct": None, "replied_pct": None, "engaged_pct": None, "activated_pct": None}
+    out |= {"gap_closed_pct": None}
     out.update(values)
+    # Without clicks or closures in this history, engagement is exactly the replies (DESIGN.md §8).
+    out["engaged"], out["engaged_pct"] = out["replied"], out["replied_pct"]
+    if out["sent"] and "gap_closed_pct" not in values:
+        out["gap_closed_pct"] = 0.0
     return out
+
+
+def no_holdout(enrolled: int) -> dict[str, Any]:
+    """A campaign without a holdout: everything treated, no lift, and no clicks or closures."""
+    return {
+        "treated": {"enrolled": enrolled, "gap_closed": 0, "gap_closed_pct": 0.0 if enrolled else None},
+        "holdout": {"enrolled": 0, "gap_closed": 0, "gap_closed_pct": None},
+        "lift": None,
+        "lift_note": "no holdout: set holdout: N% in the campaign to measure lift",
+        "days_to_close_median": None,
+        "links": {"clicks": 0, "previews": 0},
+    }
 
 
 def summary(
@@ -227,6 +247,7 @@ def summary(
         "enrolled": enrolled,
         **figures(**values),
         "outcomes": outcomes,
+        "ended": {},
         "handoffs": {"open": open_, "closed": closed},
     }
 
@@ -407,6 +428,7 @@ EXPECTED_ALPHA = {
     **ALPHA_ALL,
     "steps": [{"step": "invite", **ALPHA_INVITE}, {"step": "reminder", **ALPHA_REMINDER}],
     "languages": [{"language": "en", **ALPHA_EN}, {"language": "es", **ALPHA_ES}],
+    **no_holdout(5),
 }
 EXPECTED_BETA = {
     "id": "beta",
@@ -416,6 +438,7 @@ EXPECTED_BETA = {
     **BETA_ALL,
     "steps": [{"step": "invite", **BETA_INVITE}, {"step": "reminder", **BETA_REMINDER}],
     "languages": [{"language": "en", **BETA_EN}, {"language": "es", **BETA_ES}],
+    **no_holdout(3),
 }
 EXPECTED_TOTALS = {
     "campaigns": 2,
@@ -566,6 +589,7 @@ def test_since_keeps_enrollments_from_that_day(history: Engine) -> None:
             {"step": "reminder", **figures(planned=1, failed=1, failed_codes={"21610": 1})},
         ],
         "languages": [{"language": "es", **BETA_ES}],
+        **no_holdout(1),
     }
 
 

@@ -224,9 +224,10 @@ def test_the_reply_language_is_read_from_the_shipped_campaign_texts() -> None:
     checked = 0
     for campaign in load_campaigns(ROOT / "campaigns", settings=get_settings()).values():
         for step in campaign.steps:
-            for language, text in step.text.items():
-                assert language_of(text) == language, text
-                checked += 1
+            for _variant, _weight, texts in step.wordings():
+                for language, text in texts.items():
+                    assert language_of(text) == language, text
+                    checked += 1
     assert checked >= 16
 
 

@@ -34,6 +34,7 @@ from sqlalchemy import Engine, select
 
 import outreach
 from outreach.apps.demo_figures import Figures, count_figures
+from outreach.apps.demo_outcomes import LinkVisitors, write_followup_events
 from outreach.campaigns import CampaignFile
 from outreach.config import Settings
 from outreach.errors import UserError
@@ -159,7 +160,10 @@ class _World:
     settings: Settings
     engine: Engine
     campaigns: dict[str, CampaignFile]
+    directory: Path
+    seed: int
     dispatch: Dispatch | None = None
+    visitors: LinkVisitors | None = None
 
     def settled(self) -> bool:
         return _settled(self.engine, self.sandbox, self.patients)
@@ -239,7 +243,18 @@ def _start(
     _load_samples(engine, root, settings, console, today=_local(start).date())
     campaigns = load_campaigns(root / "campaigns", settings=settings)
     console.print(f"  campaigns: {', '.join(campaigns)}", soft_wrap=True, highlight=False)
-    return _World(DemoClock(start), patients, sandbox, settings, engine, campaigns)
+    return _World(
+        DemoClock(start),
+        patients,
+        sandbox,
+        settings,
+        engine,
+        campaigns,
+        database.parent,
+        seed,
+        None,
+        LinkVisitors(seed),
+    )
 
 
 def _demo_settings(url: str, root: Path, sandbox_url: str, public_url: str) -> dict[str, str]:
@@ -302,10 +317,26 @@ def _simulate(
             )
             world.sweep()
             unsettled += not _wait(world.settled, world.sweep)
+            _outcomes(world, index, steps, now, console)
             live = count_figures(world.engine).live()
             progress.update(task, advance=1, when=_label(now + step), figures=live)
     world.clock.set(end)
     return unsettled + (not _wait(world.settled, world.sweep))
+
+
+def _outcomes(world: _World, index: int, steps: int, now: dt.datetime, console: Console) -> None:
+    """Patients open their links (demo_outcomes.py); halfway through, an events file arrives with
+    screenings in both arms, which the next tick finds as closed care gaps."""
+    if world.visitors is not None:
+        world.visitors.visit(world.sandbox.messages(), index)
+    if index == steps // 2:
+        from outreach.ingest import roster
+
+        path = world.directory / "events-followup.csv"
+        today = _local(now).date()
+        rows = write_followup_events(world.engine, world.campaigns, path, today, world.seed)
+        roster.import_events(world.engine, path, settings=world.settings, today=today)
+        console.print(f"  imported {path.name}: {rows} screenings since enrollment", highlight=False)
 
 
 def _local(when: dt.datetime) -> dt.datetime:

@@ -9,6 +9,7 @@ piped or redirected, the same rows come as plain aligned lines (outreach/apps/ta
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -36,6 +37,11 @@ _ENGAGEMENT = (
     ("opted_out", "opted out"),
 )
 _RATES = (("delivered", "deliv. %"), ("replied", "reply %"), ("activated", "activ. %"))
+# What the texts led to: clicks on the tracked link and closed care gaps (issue #13).
+_OUTCOMES = (("sent", "sent"), ("engaged", "engaged"), ("clicked", "clicked"), ("gap_closed", "closed"))
+_OUTCOME_RATES = (("clicked", "click %"), ("gap_closed", "closed %"))
+# (counts, rates) of each table, in the order they print.
+_TABLES = ((_DELIVERY, ()), (_ENGAGEMENT, _RATES), (_OUTCOMES, _OUTCOME_RATES))
 
 # A table section: (row label, figures, bold) rows.
 Section = list[tuple[str, Figures, bool]]
@@ -69,11 +75,22 @@ def print_report(report: FunnelReport, console: Console) -> None:
         )
         sections: list[Section] = [
             [(step, figures, False) for step, figures in campaign.steps.items()],
+            [
+                (f"{step}/{variant}", figures, False)
+                for step, variants in campaign.variants.items()
+                for variant, figures in variants.items()
+            ],
             [("all steps", campaign.summary, True)],
             [(f"lang {lang}", s, False) for lang, s in campaign.languages.items()],
         ]
         _tables(console, "step", sections)
         _details(console, campaign.summary, campaign.languages)
+        if any(campaign.links.values()):
+            hits = campaign.links
+            console.print(
+                f"  tracked links: {hits['clicks']} clicks, {hits['previews']} previews", markup=False
+            )
+        console.print(f"  {comparison_line(campaign.arms.as_json())}", soft_wrap=True, markup=False)
         console.print()
     if len(report.campaigns) > 1:
         eligible_total = report.eligible
@@ -96,37 +113,57 @@ def _tables(console: Console, first: str, sections: list[Section]) -> None:
         _plain(console, first, sections)
         return
     widest = max((len(label) for section in sections for label, _, _ in section), default=0)
-    delivery = _table(first, [header for _, header in _DELIVERY], widest)
-    engagement = _table(first, [header for _, header in (*_ENGAGEMENT, *_RATES)], widest)
-    for section in (s for s in sections if s):
-        for label, figures, bold in section:
-            style = "bold" if bold else None
-            delivery.add_row(label, *(str(getattr(figures, n)) for n, _ in _DELIVERY), style=style)
-            counts = [str(getattr(figures, n)) for n, _ in _ENGAGEMENT]
-            rates = [_pct(figures.pct(getattr(figures, n))) for n, _ in _RATES]
-            engagement.add_row(label, *counts, *rates, style=style)
-        delivery.add_section()
-        engagement.add_section()
-    console.print(delivery)
-    console.print(engagement)
+    for counts, rates in _TABLES:
+        table = _table(first, [header for _, header in (*counts, *rates)], widest)
+        for section in (s for s in sections if s):
+            for label, figures, bold in section:
+                table.add_row(label, *_cells(figures, counts, rates), style="bold" if bold else None)
+            table.add_section()
+        console.print(table)
 
 
 def _plain(console: Console, first: str, sections: list[Section]) -> None:
-    """The same two tables as plain aligned rows (tables.py), for a pipe or a file."""
+    """The same tables as plain aligned rows (tables.py), for a pipe or a file."""
     rows = [row for section in sections for row in section]
-    for names in (_DELIVERY, (*_ENGAGEMENT, *_RATES)):
+    for counts, rates in _TABLES:
+        names = (*counts, *rates)
         columns = [Column(first, key=True), *(Column(header, right=True) for _, header in names)]
-        cells = [[label, *_cells(figures, names)] for label, figures, _ in rows]
+        cells = [[label, *_cells(figures, counts, rates)] for label, figures, _ in rows]
         print_rows(columns, cells, console=console)
         console.print()
 
 
-def _cells(figures: Figures, names: Iterable[tuple[str, str]]) -> list[str]:
-    rates = dict(_RATES)
-    return [
-        _pct(figures.pct(getattr(figures, name))) if header in rates.values() else str(getattr(figures, name))
-        for name, header in names
+def _cells(
+    figures: Figures, counts: Iterable[tuple[str, str]], rates: Iterable[tuple[str, str]]
+) -> list[str]:
+    return [str(getattr(figures, name)) for name, _ in counts] + [
+        _pct(figures.pct(getattr(figures, name))) for name, _ in rates
     ]
+
+
+def comparison_line(arms: Mapping[str, Any]) -> str:
+    """Treated vs holdout in one sentence (`CampaignFunnel.as_json`'s arms fields)."""
+    treated, holdout = arms["treated"], arms["holdout"]
+    line = f"gap closed: treated {_arm(treated)}, holdout {_arm(holdout)}; "
+    found = arms["lift"]
+    if found is None:
+        line += f"no lift claimed ({arms['lift_note']})"
+    else:
+        low, high = found["ci95"]
+        p = found["p_value"]
+        line += (
+            f"lift {100 * found['difference']:+.1f} points (95% CI {100 * low:+.1f} to {100 * high:+.1f}), "
+            f"p {'< 0.001' if p < 0.001 else f'= {p:.3f}'}"
+        )
+    if arms["days_to_close_median"] is not None:
+        line += f"; median {arms['days_to_close_median']:g} days from first text to closure"
+    return line
+
+
+def _arm(figures: Mapping[str, Any]) -> str:
+    if not figures["enrolled"]:
+        return "none enrolled"
+    return f"{figures['gap_closed']}/{figures['enrolled']} ({figures['gap_closed_pct']:.1f}%)"
 
 
 def _table(first: str, headers: list[str], widest: int) -> Table:
@@ -150,6 +187,7 @@ def _details(console: Console, summary: Summary, languages: Mapping[str, Summary
         ("undelivered by code", summary.undelivered_codes),
         ("canceled by reason", summary.cancel_reasons),
         ("outcomes", summary.outcomes),
+        ("ended", summary.ended),
     ]
     for label, counts in lines:
         if any(counts.values()):

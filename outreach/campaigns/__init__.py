@@ -32,9 +32,11 @@ from outreach.campaigns.schema import (
     Audience,
     CampaignFile,
     CareGap,
+    Exclusion,
     ReplyRule,
     SendWindow,
     Step,
+    Variant,
 )
 from outreach.campaigns.texts import (
     PLACEHOLDER_SETTINGS,
@@ -98,6 +100,7 @@ __all__ = [
     "CareGap",
     "DirectoryStamp",
     "Duration",
+    "Exclusion",
     "Language",
     "ReplyRule",
     "SendWindow",
@@ -105,6 +108,7 @@ __all__ = [
     "Step",
     "Template",
     "Texts",
+    "Variant",
     "Weekday",
     "add_months",
     "campaign_paths",

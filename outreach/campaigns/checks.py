@@ -71,6 +71,9 @@ def _texts(raw: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     for index, step in _items(raw, "steps"):
         if isinstance(step.get("text"), dict):
             yield f"steps[{index}].text", step["text"]
+        for position, variant in _items(step, "variants"):
+            if isinstance(variant.get("text"), dict):
+                yield f"steps[{index}].variants[{position}].text", variant["text"]
     for index, rule in _items(raw, "replies"):
         if isinstance(rule.get("answer"), dict):
             yield f"replies[{index}].answer", rule["answer"]
@@ -152,11 +155,17 @@ def _segment_costs(raw: dict[str, Any], settings: Settings) -> Found:
 
 def _opt_out_instructions(raw: dict[str, Any]) -> Found:
     first = dict(_items(raw, "steps")).get(0)
-    if first is not None and isinstance(first.get("text"), dict):
-        for language, text in first["text"].items():
+    if first is None:
+        return
+    wordings = [("steps[0].text", first.get("text"))]
+    wordings += [(f"steps[0].variants[{i}].text", v.get("text")) for i, v in _items(first, "variants")]
+    for field, texts in wordings:
+        if not isinstance(texts, dict):
+            continue
+        for language, text in texts.items():
             if isinstance(text, str) and not has_opt_out_instructions(text):
                 yield (
-                    f"steps[0].text.{language}",
+                    f"{field}.{language}",
                     'the first message has no opt-out instructions; add "Reply STOP to opt out." '
                     "(carriers expect them in the first message, keeping the word STOP in every language)",
                 )

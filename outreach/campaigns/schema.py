@@ -12,7 +12,15 @@ import datetime as dt
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    model_validator,
+)
 
 from outreach.campaigns._wording import fail, show
 from outreach.campaigns.dates import (
@@ -99,6 +107,26 @@ def _event(value: str) -> str:
     return value
 
 
+def _percent(value: object) -> object:
+    """`10%` or 10 -> 10.0; a share of a cycle kept as control, at most half of it."""
+    number = value.strip().removesuffix("%").strip() if isinstance(value, str) else value
+    try:
+        percent = float(number)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise fail("holdout", f"{show(value)} is not a percentage; write it as 10%") from None
+    if not 0 <= percent <= 50:
+        raise fail("holdout", f"{show(value)} is outside 0%-50%; keep at most half of a cycle as control")
+    return percent
+
+
+def _link(value: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/$.?#][^\s]*", value):
+        raise fail(
+            "link", f"{show(value)} is not a web address; write it in full, such as https://example.org/book"
+        )
+    return value
+
+
 def _keyword(value: str) -> str:
     word = value.strip()
     if not re.fullmatch(r"\w+", word):
@@ -173,10 +201,25 @@ class CareGap(_Strict):
         return start if start <= on else dt.date(on.year - 1, month, day)
 
 
+class Exclusion(_Strict):
+    """Never eligible while an `event` of this kind is on record: ever, or with `within` only when
+    dated inside that look-back (planning day - within < date <= planning day). These are the
+    eCQM denominator exclusions (CMS130 colorectal cancer or total colectomy, CMS125 bilateral
+    mastectomy, CMS124 hysterectomy with no residual cervix, hospice, palliative care)."""
+
+    event: Annotated[str, AfterValidator(_event)]
+    within: OptionalDuration = None
+
+    def window_start(self, on: dt.date) -> dt.date | None:
+        """The earliest event date that still excludes on `on`; None for "ever"."""
+        return None if self.within is None else self.within.before(on) + dt.timedelta(days=1)
+
+
 class Audience(_Strict):
     age: AgeRange
     sex: Literal["any", "female", "male"] = "any"
     care_gap: list[CareGap] = Field(default_factory=list)
+    exclude: list[Exclusion] = Field(default_factory=list)
 
 
 def _some_days(days: list[Weekday]) -> list[Weekday]:
@@ -213,11 +256,42 @@ class SendWindow(_Strict):
         return self
 
 
+class Variant(_Strict):
+    """One wording of a step, sent to a `weight` share of its patients (outreach/plan/variants.py)."""
+
+    id: Annotated[str, AfterValidator(_step_id)]
+    weight: int = Field(gt=0, le=10_000)
+    text: Texts
+
+
 class Step(_Strict):
+    """One text of the campaign: a `text` in each language, or weighted `variants` of it."""
+
     id: Annotated[str, AfterValidator(_step_id)]
     after: DurationField
     only_if: Literal["no_reply"] | None = None
-    text: Texts
+    text: Texts | None = None
+    variants: list[Variant] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_wording(self) -> Step:
+        if (self.text is None) == (not self.variants):
+            which = "both" if self.text is not None else "neither"
+            raise fail(
+                "step_text",
+                f"has {which} of text and variants; give exactly one: text (one wording) or variants "
+                "(several, each with an id, a weight and a text)",
+            )
+        ids = [variant.id for variant in self.variants]
+        if len(set(ids)) != len(ids):
+            raise fail("step_text", f"variant ids repeat ({', '.join(ids)}); give each variant its own id")
+        return self
+
+    def wordings(self) -> list[tuple[str | None, int, dict[str, str]]]:
+        """(variant id or None, weight, texts) of each wording, in the file's order."""
+        if self.text is not None:
+            return [(None, 1, self.text)]
+        return [(variant.id, variant.weight, variant.text) for variant in self.variants]
 
 
 class ReplyRule(_Strict):
@@ -225,6 +299,8 @@ class ReplyRule(_Strict):
     outcome: Annotated[str, AfterValidator(_outcome)]
     handoff: bool = False
     answer: Texts | None = None
+    # A decline (NO) is engagement, not activation (DESIGN.md §8): such rules say `activates: false`.
+    activates: bool = True
 
 
 class Acknowledgement(_Strict):
@@ -252,6 +328,10 @@ class CampaignFile(_Strict):
     steps: list[Step] = Field(min_length=1)
     replies: list[ReplyRule] = Field(default_factory=list)
     acknowledge: list[Acknowledgement] = Field(default_factory=list)
+    # Percent of each enrollment cycle enrolled as control: never texted, followed for gap closure.
+    holdout: Annotated[float, BeforeValidator(_percent)] = 0.0
+    # The page `{link}` leads to, through a per-message tracked short link (/l/<token>).
+    link: Annotated[str, AfterValidator(_link)] | None = None
 
     _content_hash: str | None = PrivateAttr(default=None)
     _path: str | None = PrivateAttr(default=None)
@@ -298,6 +378,6 @@ class CampaignFile(_Strict):
 
     def languages(self) -> list[str]:
         """Every language any text is written in, the default first."""
-        found = {lang for step in self.steps for lang in step.text}
+        found = {lang for step in self.steps for _, _, texts in step.wordings() for lang in texts}
         found |= {lang for rule in self.replies for lang in (rule.answer or {})}
         return [self.default_language, *sorted(found - {self.default_language})]

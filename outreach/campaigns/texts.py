@@ -37,6 +37,17 @@ _SAMPLE_SETTINGS = {
     "link": "https://example.org/book",
 }
 
+# A campaign with `link:` renders {link} as OUTREACH_PUBLIC_URL/l/<token> (outreach/outcomes/links.py):
+# the token is 12 URL-safe characters (72 random bits), so segment estimates use that length.
+LINK_PATH = "/l/"
+LINK_TOKEN_LENGTH = 12
+
+
+def tracked_url(public_url: str | None, token: str) -> str:
+    """The tracked short link of `token` (a stand-in host when OUTREACH_PUBLIC_URL is unset)."""
+    return f"{(public_url or 'https://example.org').rstrip('/')}{LINK_PATH}{token}"
+
+
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _BRACED = re.compile(r"(?<!\{)\{([^{}]*)\}")
 _OPT_OUT = re.compile(r"\bSTOP\b", re.IGNORECASE)
@@ -69,10 +80,11 @@ def template_problems(template: str) -> list[str]:
     return problems
 
 
-def render(template: str, *, first_name: str, settings: Settings) -> str:
+def render(template: str, *, first_name: str, settings: Settings, link: str | None = None) -> str:
     """Fill the whitelisted placeholders; nothing else about a patient can reach a message
     (DESIGN.md §7.7), and an unset setting a template needs stops the run rather than sending
-    "Hi Ana, None here"."""
+    "Hi Ana, None here". `link`, when given, is the message's tracked link (a campaign with
+    `link:`), which replaces OUTREACH_LINK."""
     problems = template_problems(template)
     if problems:
         raise UserError(f"cannot render a campaign text: {problems[0]}")
@@ -80,7 +92,7 @@ def render(template: str, *, first_name: str, settings: Settings) -> str:
         "first_name": first_name,
         "clinic_name": settings.clinic_name,
         "clinic_phone": settings.clinic_phone,
-        "link": settings.link,
+        "link": link or settings.link,
     }
     out = []
     for literal, name, _spec, _conversion in string.Formatter().parse(template):
@@ -132,7 +144,12 @@ def _estimate(template: str, settings: Settings) -> str:
         "first_name": _SAMPLE_FIRST_NAME,
         "clinic_name": settings.clinic_name or _SAMPLE_SETTINGS["clinic_name"],
         "clinic_phone": settings.clinic_phone or _SAMPLE_SETTINGS["clinic_phone"],
-        "link": settings.link or _SAMPLE_SETTINGS["link"],
+        # The longer of a tracked link and OUTREACH_LINK: the estimate does not know the campaign.
+        "link": max(
+            settings.link or _SAMPLE_SETTINGS["link"],
+            tracked_url(settings.public_url, "x" * LINK_TOKEN_LENGTH),
+            key=len,
+        ),
     }
     return "".join(
         literal + (values[name] if name else "")

@@ -13,7 +13,10 @@ needs. Choices made here:
   Advanced Opt-Out (OUTREACH_TWILIO_ADVANCED_OPT_OUT), Twilio confirms STOP, START and HELP itself
   and we send no confirmation of our own; campaign answers are still ours.
 - An opt-out is engagement, but not the kind a care team counts: it neither activates the
-  enrollment nor sets `replied_at`. Every other reply does both (activation once, first reply wins).
+  enrollment nor sets `replied_at`. Every other reply sets `replied_at` (engagement); only a reply
+  whose campaign rule activates (the default; a decline says `activates: false`) is an activation,
+  once per patient and campaign, the first positive action winning (a tracked-link click is the
+  other kind: outreach/outcomes/links.py).
 - A campaign outcome follows the patient's LATEST keyword reply (YES, then CALL -> callback):
   the care team acts on the current intent; the activation keeps the first engagement.
 - A replayed webhook (same MessageSid or I-Twilio-Idempotency-Token) changes nothing and is
@@ -140,7 +143,10 @@ def store_inbound(
     reply = _Reply(session, conn, ctx, meaning, sid, inbound_id, settings, now, result)
     _ACT[meaning.kind](reply)
     if meaning.kind.engages and ctx.enrollment is not None:
-        result.activated = _activate(conn, ctx.enrollment, inbound_id, result.outcome, meaning.kind, now)
+        activates = meaning.rule is not None and meaning.rule.activates
+        result.activated = _activate(
+            conn, ctx.enrollment, inbound_id, result.outcome, meaning.kind, now, activates=activates
+        )
     if log.isEnabledFor(logging.INFO):
         about = f" (enrollment {ctx.enrollment.id})" if ctx.enrollment else " (no enrollment)"
         log.info("inbound %s from %s: %s%s", sid, mask(phone), meaning.kind, about)
@@ -342,15 +348,19 @@ def _activate(
     outcome: str | None,
     kind: Kind,
     now: dt.datetime,
+    *,
+    activates: bool,
 ) -> bool:
-    """Mark the enrollment replied (and record a keyword's outcome) in one UPDATE; the first reply
-    activates it, atomically (ON CONFLICT DO NOTHING)."""
+    """Mark the enrollment replied (and record a keyword's outcome) in one UPDATE; the first
+    activating reply activates it, atomically (ON CONFLICT DO NOTHING)."""
     if outcome is None:
         conn.execute(_MARK_REPLIED, {"enrollment_id": enrollment.id, "now": now})
     else:
         conn.execute(
             _MARK_REPLIED_WITH_OUTCOME, {"enrollment_id": enrollment.id, "now": now, "new_outcome": outcome}
         )
+    if not activates:
+        return False
     activation_id = conn.scalar(
         _STORE_ACTIVATION[conn.dialect.name],
         {

@@ -1,15 +1,17 @@
-"""The funnel per campaign, step and language (`outreach report`).
+"""The funnel per campaign, step, variant and language (`outreach report`).
 
-Every figure is counted by the database with GROUP BY queries, one per family (enrollments,
-messages, replies, activations, opt-outs, outcomes, hand-offs); Python only adds up the few grouped
-rows, so the report costs the same for ten patients or ten million.
+Every figure is counted by the database with GROUP BY queries, one per family (outreach/outcomes/
+counts.py: enrollments, messages, replies, activations, clicks, closed gaps, opt-outs, outcomes,
+hand-offs; outreach/outcomes/arms.py: treated vs holdout); Python only adds up the few grouped rows,
+so the report costs the same for ten patients or ten million.
 
 What the figures mean
 ---------------------
 - ``eligible``: patients the campaign's audience selects today (``--on``), only for campaigns that
   are active that day and whose file is loaded; otherwise null. Not limited by ``--since``.
-- ``enrolled``: enrollments (patient x campaign x cycle). ``--since DATE`` keeps enrollments from
-  that date on, and with them every figure below.
+- ``enrolled``: enrollments (patient x campaign x cycle) of the treated arm; holdout enrollments
+  (never texted) are counted apart, in ``holdout``. ``--since DATE`` keeps enrollments from that
+  date on, and with them every figure below.
 - ``planned``: every outbox row of the step (campaign steps only, never answers to replies), in any
   status, including those still waiting. It splits exactly into ``pending`` (planned, queued or
   being sent), ``unknown`` (outcome ambiguous, being reconciled), ``canceled``, failures the
@@ -20,15 +22,28 @@ What the figures mean
 - ``delivered``, ``undelivered``, ``failed``, ``canceled``: rows in that status; ``failed_codes``
   and ``undelivered_codes`` break them down by Twilio error code (``"none"`` when there is none),
   ``cancel_reasons`` by reason.
-- ``replied``: enrollments that replied (any reply but an opt-out); ``activated``: activations (first
-  engagement per patient x campaign). Per step, each is credited to the step whose message was the
-  latest to reach the patient before the reply.
+- ``engaged``: enrollments that replied (any reply but an opt-out); ``replied`` is the same count,
+  kept under its first name. ``activated``: activations, the first positive action per patient x
+  campaign (a reply whose rule activates, or a click on the tracked link; a decline is not one).
+  Per step, each is credited to the step whose message was the latest to reach the patient before
+  the reply or click.
+- ``clicked``: enrollments whose tracked link was clicked (previews not counted), credited to the
+  first message whose link they clicked.
+- ``gap_closed``: enrollments whose care gap closed inside the attribution window, credited to the
+  last message that reached the patient before the closing event (in the campaign's cell, with no
+  step, when none did).
 - ``opted_out``: numbers whose opt-out came after a message of this campaign, credited to the
   latest message (of any campaign) that reached the number before the opt-out, so no number is
   counted twice.
-- ``outcomes``: enrollments per outcome; ``handoffs``: hand-offs of those enrollments, open and closed.
-- ``delivered_pct``, ``replied_pct``, ``activated_pct``: percentages of ``sent`` (one decimal),
-  null when nothing was sent.
+- ``outcomes``: enrollments per reply outcome; ``ended``: enrollments per end reason (gap_closed,
+  excluded); ``handoffs``: hand-offs of those enrollments, open and closed.
+- ``delivered_pct``, ``replied_pct``, ``engaged_pct``, ``activated_pct``, ``gap_closed_pct``:
+  percentages of ``sent`` (one decimal), null when nothing was sent.
+- Per campaign, ``treated`` and ``holdout``: enrolled, gap_closed and gap_closed_pct (percent of
+  the arm's enrollments); ``lift``: the treated minus holdout closure rate (a proportion) with its
+  95% interval (Newcombe) and two-sided p-value, or null with ``lift_note`` saying why (no holdout,
+  too small to conclude); ``days_to_close_median``: median days from a treated patient's first
+  text to the closure of the gap (closures credited to a text), or null.
 
 JSON (`outreach report --json`), stable::
 
@@ -39,10 +54,19 @@ JSON (`outreach report --json`), stable::
         {
           "id": "colorectal-screening", "name": "...", "active": true | false | null,
           "eligible": 1234 | null, "enrolled": 900,
-          <FIGURES>, "outcomes": {"kit_requested": 12}, "handoffs": {"open": 3, "closed": 5},
-          "steps": [{"step": "invite", <FIGURES>}, ...],          # file order, then unknown steps
+          <FIGURES>, "outcomes": {"kit_requested": 12}, "ended": {"gap_closed": 40, "excluded": 2},
+          "handoffs": {"open": 3, "closed": 5},
+          "steps": [{"step": "invite", <FIGURES>,                  # file order, then unknown steps
+                     "variants": [{"variant": "a", <FIGURES>}, ...]},   # steps with variants only
+                    ...],
           "languages": [{"language": "en", "enrolled": 800, <FIGURES>,
-                         "outcomes": {...}, "handoffs": {...}}, ...]
+                         "outcomes": {...}, "ended": {...}, "handoffs": {...}}, ...],
+          "treated": {"enrolled": 900, "gap_closed": 90, "gap_closed_pct": 10.0},
+          "holdout": {"enrolled": 100, "gap_closed": 6, "gap_closed_pct": 6.0},
+          "lift": {"difference": 0.04, "ci95": [-0.0095, 0.0689], "p_value": 0.1797} | null,
+          "lift_note": null | "holdout too small to conclude: ...",
+          "days_to_close_median": 12.5 | null,
+          "links": {"clicks": 40, "previews": 12}
         }
       ],
       "totals": {"campaigns": 2, "eligible": 2000, "enrolled": 1500, <FIGURES>,
@@ -52,9 +76,10 @@ JSON (`outreach report --json`), stable::
     }
 
     <FIGURES> = "planned", "pending", "sent", "delivered", "undelivered", "failed", "canceled",
-                "unknown", "replied", "activated", "opted_out" (integers),
-                "failed_codes", "undelivered_codes", "cancel_reasons" ({string: integer}),
-                "delivered_pct", "replied_pct", "activated_pct" (number or null)
+                "unknown", "replied", "engaged", "activated", "clicked", "gap_closed", "opted_out"
+                (integers), "failed_codes", "undelivered_codes", "cancel_reasons" ({string: integer}),
+                "delivered_pct", "replied_pct", "engaged_pct", "activated_pct", "gap_closed_pct"
+                (number or null)
 
 ``active`` is null when the campaign's file is not loaded (only its history is in the database).
 Totals add campaigns up (a patient eligible for two campaigns counts twice in ``eligible``).
@@ -66,27 +91,18 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeAlias
+from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Select, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Engine, select
 
 from outreach.campaigns import CampaignFile
 from outreach.errors import UserError
+from outreach.outcomes.arms import Comparison, compare_arms
+from outreach.outcomes.counts import Key, count_all, link_hits
 from outreach.plan.eligibility import count_eligible
 from outreach.send import holds
 from outreach.store.db import session_scope
-from outreach.store.models import (
-    Activation,
-    Campaign,
-    Enrollment,
-    Handoff,
-    Message,
-    MessageKind,
-    MessageStatus,
-    PhoneConsent,
-)
-from outreach.store.statuses import WAITING_OR_SENDING, WENT_OUT
+from outreach.store.models import Arm, Campaign, Enrollment
 
 _COUNTS = (
     "planned",
@@ -98,13 +114,13 @@ _COUNTS = (
     "canceled",
     "unknown",
     "replied",
+    "engaged",
     "activated",
+    "clicked",
+    "gap_closed",
     "opted_out",
 )
-
-AnySelect: TypeAlias = "Select[*tuple[Any, ...]]"
-# (campaign id, language, step id or None when no step can be credited)
-Key = tuple[str, str, str | None]
+_RATES = ("delivered", "replied", "engaged", "activated", "gap_closed")
 
 
 @dataclass
@@ -120,7 +136,10 @@ class Figures:
     canceled: int = 0
     unknown: int = 0
     replied: int = 0
+    engaged: int = 0
     activated: int = 0
+    clicked: int = 0
+    gap_closed: int = 0
     opted_out: int = 0
     failed_codes: Counter[str] = field(default_factory=Counter)
     undelivered_codes: Counter[str] = field(default_factory=Counter)
@@ -142,9 +161,7 @@ class Figures:
         out["failed_codes"] = dict(sorted(self.failed_codes.items()))
         out["undelivered_codes"] = dict(sorted(self.undelivered_codes.items()))
         out["cancel_reasons"] = dict(sorted(self.cancel_reasons.items()))
-        out["delivered_pct"] = self.pct(self.delivered)
-        out["replied_pct"] = self.pct(self.replied)
-        out["activated_pct"] = self.pct(self.activated)
+        out |= {f"{name}_pct": self.pct(getattr(self, name)) for name in _RATES}
         return out
 
 
@@ -154,6 +171,7 @@ class Summary(Figures):
 
     enrolled: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    ended: Counter[str] = field(default_factory=Counter)
     handoffs_open: int = 0
     handoffs_closed: int = 0
 
@@ -162,6 +180,7 @@ class Summary(Figures):
             "enrolled": self.enrolled,
             **super().as_json(),
             "outcomes": dict(sorted(self.outcomes.items())),
+            "ended": dict(sorted(self.ended.items())),
             "handoffs": {"open": self.handoffs_open, "closed": self.handoffs_closed},
         }
 
@@ -175,6 +194,9 @@ class CampaignFunnel:
     summary: Summary
     steps: dict[str, Figures]
     languages: dict[str, Summary]
+    variants: dict[str, dict[str, Figures]] = field(default_factory=dict)  # step -> variant -> figures
+    arms: Comparison = field(default_factory=Comparison)
+    links: dict[str, int] = field(default_factory=lambda: {"clicks": 0, "previews": 0})
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -183,9 +205,17 @@ class CampaignFunnel:
             "active": self.active,
             "eligible": self.eligible,
             **self.summary.as_json(),
-            "steps": [{"step": step, **figures.as_json()} for step, figures in self.steps.items()],
+            "steps": [self._step_json(step, figures) for step, figures in self.steps.items()],
             "languages": [{"language": lang, **s.as_json()} for lang, s in self.languages.items()],
+            **self.arms.as_json(),
+            "links": self.links,
         }
+
+    def _step_json(self, step: str, figures: Figures) -> dict[str, Any]:
+        out = {"step": step, **figures.as_json()}
+        if step in self.variants:
+            out["variants"] = [{"variant": v, **f.as_json()} for v, f in self.variants[step].items()]
+        return out
 
 
 @dataclass
@@ -245,7 +275,12 @@ def funnel(
             )
         ids = [campaign_id] if campaign_id is not None else sorted(names)
         cells: dict[Key, Summary] = {}
-        _count_all(session, cells, _scope(campaign_id, since))
+        scope = _scope(campaign_id, since)
+        count_all(
+            session, lambda key: cells.setdefault(key, Summary()), [*scope, Enrollment.arm == Arm.treated]
+        )
+        arms = compare_arms(session, scope)
+        hits = link_hits(session, scope)
         eligible = {
             cid: count_eligible(session, files[cid], on)
             for cid in ids
@@ -256,6 +291,8 @@ def funnel(
     for cid in ids:
         mine = {key: cell for key, cell in cells.items() if key[0] == cid}
         campaign = _campaign_funnel(cid, names[cid], files.get(cid), mine, on, eligible.get(cid))
+        campaign.arms = arms.get(cid, Comparison())
+        campaign.links = hits.get(cid, campaign.links)
         report.totals.add(campaign.summary)
         for language, summary in campaign.languages.items():
             report.languages.setdefault(language, Summary()).add(summary)
@@ -274,17 +311,23 @@ def _campaign_funnel(
     eligible: int | None,
 ) -> CampaignFunnel:
     """One campaign's figures from its cells: steps in the file's order (then any the file no
-    longer has, so history is never hidden), per language, and the campaign's total."""
+    longer has, so history is never hidden), their variants, per language, and the total."""
     order = [s.id for s in file.steps] if file else []
-    seen = sorted({step for _, _, step in cells if step is not None and step not in order})
+    seen = sorted({step for _, _, step, _ in cells if step is not None and step not in order})
     steps = {step: Figures() for step in [*order, *seen]}
+    variants: dict[str, dict[str, Figures]] = {}
+    for written in file.steps if file else []:
+        if written.variants:
+            variants[written.id] = {v.id: Figures() for v in written.variants}
     languages: dict[str, Summary] = {}
     summary = Summary()
-    for (_, language, step), cell in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][2] or "")):
+    for (_, language, step, variant), cell in sorted(cells.items(), key=lambda kv: _order(kv[0])):
         summary.add(cell)
         languages.setdefault(language, Summary()).add(cell)
         if step is not None:
             steps[step].add(cell)
+            if variant is not None:
+                variants.setdefault(step, {}).setdefault(variant, Figures()).add(cell)
     return CampaignFunnel(
         id=cid,
         name=name,
@@ -293,7 +336,12 @@ def _campaign_funnel(
         summary=summary,
         steps=steps,
         languages=languages,
+        variants=variants,
     )
+
+
+def _order(key: Key) -> tuple[str, str, str]:
+    return key[1], key[2] or "", key[3] or ""
 
 
 def _sender_holds(engine: Engine) -> list[dict[str, Any]]:
@@ -309,178 +357,3 @@ def _scope(campaign_id: str | None, since: dt.date | None) -> list[ColumnElement
     if since is not None:
         conditions.append(Enrollment.enrolled_on >= since)
     return conditions
-
-
-def _went_out() -> ColumnElement[bool]:
-    return or_(Message.status.in_(WENT_OUT), Message.provider_sid.is_not(None))
-
-
-def _credited_step(enrollment_id: Any, moment: Any) -> ColumnElement[Any]:
-    """The step of the enrollment's latest message that went out at or before `moment`."""
-    return (
-        select(Message.step_id)
-        .where(
-            Message.enrollment_id == enrollment_id,
-            Message.kind == MessageKind.outreach,
-            _went_out(),
-            Message.went_out_at <= moment,
-        )
-        .order_by(Message.went_out_at.desc(), Message.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-
-
-def _grouped(stmt: AnySelect) -> AnySelect:
-    """Count rows of `stmt` (campaign, language, step, ...) grouped by all its columns.
-
-    Grouping over a subquery's plain columns, rather than repeating expressions with bound
-    parameters in GROUP BY, is what PostgreSQL accepts as the same expression.
-    """
-    inner = stmt.subquery()
-    columns = list(inner.c)
-    return select(*columns, func.count()).group_by(*columns)
-
-
-def _count_all(session: Session, cells: dict[Key, Summary], scope: list[ColumnElement[bool]]) -> None:
-    """Fill `cells` (campaign, language, step) with every figure of the funnel, a few grouped
-    queries in all, so the report costs the same whether a campaign has ten patients or a million."""
-    _count_enrolled(session, cells, scope)
-    _count_outbox(session, cells, scope)
-    _count_engagement(session, cells, scope)
-    _count_endings(session, cells, scope)
-
-
-def _cell(cells: dict[Key, Summary], campaign: str, language: str, step: str | None) -> Summary:
-    return cells.setdefault((campaign, language, step), Summary())
-
-
-def _count_enrolled(session: Session, cells: dict[Key, Summary], scope: list[ColumnElement[bool]]) -> None:
-    enrolled = select(Enrollment.campaign_id, Enrollment.language, func.count()).where(*scope)
-    for campaign, language, n in session.execute(
-        enrolled.group_by(Enrollment.campaign_id, Enrollment.language)
-    ):
-        _cell(cells, campaign, language, None).enrolled += n
-
-
-def _count_outbox(session: Session, cells: dict[Key, Summary], scope: list[ColumnElement[bool]]) -> None:
-    messages = (
-        select(
-            Enrollment.campaign_id,
-            Enrollment.language,
-            Message.step_id,
-            Message.status,
-            Message.provider_sid.is_not(None).label("accepted"),
-            Message.error_code,
-            Message.cancel_reason,
-        )
-        .select_from(Message)
-        .join(Enrollment, Message.enrollment_id == Enrollment.id)
-        .where(Message.kind == MessageKind.outreach, *scope)
-    )
-    for campaign, language, step, status, accepted, code, reason, n in session.execute(_grouped(messages)):
-        _count_messages(_cell(cells, campaign, language, step), status, bool(accepted), code, reason, n)
-
-
-def _count_engagement(session: Session, cells: dict[Key, Summary], scope: list[ColumnElement[bool]]) -> None:
-    """Replies, activations and opt-outs, each credited to the step that drew it."""
-    replied = select(
-        Enrollment.campaign_id,
-        Enrollment.language,
-        _credited_step(Enrollment.id, Enrollment.replied_at).label("step"),
-    ).where(Enrollment.replied_at.is_not(None), *scope)
-    for campaign, language, step, n in session.execute(_grouped(replied)):
-        _cell(cells, campaign, language, step).replied += n
-
-    activated = (
-        select(
-            Enrollment.campaign_id,
-            Enrollment.language,
-            _credited_step(Activation.enrollment_id, Activation.activated_at).label("step"),
-        )
-        .select_from(Activation)
-        .join(Enrollment, Activation.enrollment_id == Enrollment.id)
-        .where(*scope)
-    )
-    for campaign, language, step, n in session.execute(_grouped(activated)):
-        _cell(cells, campaign, language, step).activated += n
-
-    for campaign, language, step, n in session.execute(_opt_outs(scope)):
-        _cell(cells, campaign, language, step).opted_out += n
-
-
-def _count_endings(session: Session, cells: dict[Key, Summary], scope: list[ColumnElement[bool]]) -> None:
-    """How enrollments ended (outcomes) and the hand-offs they raised."""
-    outcomes = select(Enrollment.campaign_id, Enrollment.language, Enrollment.outcome).where(
-        Enrollment.outcome.is_not(None), *scope
-    )
-    for campaign, language, outcome, n in session.execute(_grouped(outcomes)):
-        _cell(cells, campaign, language, None).outcomes[outcome] += n
-
-    handoffs = (
-        select(Enrollment.campaign_id, Enrollment.language, Handoff.status)
-        .select_from(Handoff)
-        .join(Enrollment, Handoff.enrollment_id == Enrollment.id)
-        .where(*scope)
-    )
-    for campaign, language, status, n in session.execute(_grouped(handoffs)):
-        target = _cell(cells, campaign, language, None)
-        if status == "open":
-            target.handoffs_open += n
-        else:
-            target.handoffs_closed += n
-
-
-def _count_messages(
-    target: Figures, status: str, accepted: bool, code: int | None, reason: str | None, n: int
-) -> None:
-    target.planned += n
-    if accepted:
-        target.sent += n
-    if status in WAITING_OR_SENDING:
-        target.pending += n
-    elif status == MessageStatus.delivered:
-        target.delivered += n
-    elif status == MessageStatus.undelivered:
-        target.undelivered += n
-        target.undelivered_codes[_code(code)] += n
-    elif status == MessageStatus.failed:
-        target.failed += n
-        target.failed_codes[_code(code)] += n
-    elif status == MessageStatus.canceled:
-        target.canceled += n
-        target.cancel_reasons[reason or "none"] += n
-    elif status == MessageStatus.unknown:
-        target.unknown += n
-
-
-def _code(code: int | None) -> str:
-    return "none" if code is None else str(code)
-
-
-def _opt_outs(scope: list[ColumnElement[bool]]) -> AnySelect:
-    """Opted-out numbers per (campaign, language, step) of the latest message that reached them
-    before the opt-out: one number, one credited message."""
-    last = (
-        select(Message.id)
-        .where(
-            Message.phone == PhoneConsent.phone,
-            Message.kind == MessageKind.outreach,
-            Message.enrollment_id.is_not(None),
-            _went_out(),
-            Message.went_out_at <= PhoneConsent.opted_out_at,
-        )
-        .order_by(Message.went_out_at.desc(), Message.id.desc())
-        .limit(1)
-        .correlate(PhoneConsent)
-        .scalar_subquery()
-    )
-    credited = select(last.label("message_id")).where(PhoneConsent.opted_out_at.is_not(None)).subquery()
-    return (
-        select(Enrollment.campaign_id, Enrollment.language, Message.step_id, func.count())
-        .select_from(credited)
-        .join(Message, Message.id == credited.c.message_id)
-        .join(Enrollment, Message.enrollment_id == Enrollment.id)
-        .where(*scope)
-        .group_by(Enrollment.campaign_id, Enrollment.language, Message.step_id)
-    )

@@ -1,8 +1,9 @@
 """A campaign's audience compiled into one SQL SELECT over `patients`.
 
 Planning must scale to millions of patients, so the whole audience is a single set-based query:
-age becomes a range on the indexed `birth_date`, each care gap an anti-join (NOT EXISTS) on
-`patient_events` served by `ix_patient_events_kind_mrn_date`, and opted-out numbers an anti-join on
+age becomes a range on the indexed `birth_date`, each care gap and each exclusion (the eCQM
+denominator exclusions of `audience.exclude`) an anti-join (NOT EXISTS) on `patient_events` served
+by `ix_patient_events_kind_mrn_date`, and opted-out numbers an anti-join on
 `phone_consents` (numbers that cannot receive texts, one on `unreachable_numbers`). Nothing here
 loops over patients in Python.
 """
@@ -10,12 +11,12 @@ loops over patients in Python.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, select
+from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 from sqlalchemy.orm import Session
 
-from outreach.campaigns import CampaignFile, CareGap, add_months
+from outreach.campaigns import CampaignFile, CareGap, Exclusion, add_months
 from outreach.listen.consent import number_opted_out
 from outreach.send.reachability import number_unreachable
 from outreach.store.models import Patient, PatientEvent
@@ -74,6 +75,22 @@ def _gap_closed(gap: CareGap, on: dt.date) -> ColumnElement[bool]:
     )
 
 
+def excluded(exclusion: Exclusion, on: dt.date, mrn: Any) -> ColumnElement[bool]:
+    """An event of the exclusion's kind on record for `mrn` on `on`: ever (any date up to `on`),
+    or inside its look-back. Events dated after `on` do not count, as for care gaps."""
+    conditions = [PatientEvent.kind == exclusion.event, PatientEvent.mrn == mrn, PatientEvent.date <= on]
+    start = exclusion.window_start(on)
+    if start is not None:
+        conditions.append(PatientEvent.date >= start)
+    return exists().where(*conditions)
+
+
+def any_exclusion(campaign: CampaignFile, on: dt.date, mrn: Any) -> ColumnElement[bool]:
+    """Whether any of the campaign's exclusions holds for `mrn` on `on` (False when it has none)."""
+    found = [excluded(exclusion, on, mrn) for exclusion in campaign.audience.exclude]
+    return or_(*found) if found else false()
+
+
 def eligible_patients(campaign: CampaignFile, on: dt.date) -> EligibleSelect:
     """The campaign's audience on `on` as one SELECT of `ELIGIBLE_COLUMNS` (unordered).
 
@@ -90,6 +107,7 @@ def eligible_patients(campaign: CampaignFile, on: dt.date) -> EligibleSelect:
     if audience.sex != "any":
         conditions.append(Patient.sex == audience.sex)
     conditions.extend(~_gap_closed(gap, on) for gap in audience.care_gap)
+    conditions.extend(~excluded(exclusion, on, Patient.mrn) for exclusion in audience.exclude)
     conditions.append(~number_opted_out(Patient.phone))
     conditions.append(~number_unreachable(Patient.phone))  # not mobile, invalid, landline (per number)
     return select(*ELIGIBLE_COLUMNS).where(and_(*conditions))

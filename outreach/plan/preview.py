@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, SendWindow, render
 from outreach.config import Settings
+from outreach.outcomes import links
 from outreach.plan.eligibility import eligible_patients
+from outreach.plan.variants import variant_for
 from outreach.plan.windows import next_opening, patient_zones, strict_hours
 from outreach.segments import count_segments
 from outreach.store.db import require_tables
@@ -62,8 +64,12 @@ def preview(
         key = (zones, strict_hours(patient.phone, patient.postal_code))
         if key not in openings:
             openings[key] = _first_opening(on, campaign.send_window, *key)
-        language, template = campaign.text_for(step.text, patient.language)
-        text = render(template, first_name=patient.first_name, settings=settings)
+        # A step with variants shows the wording drawn for the patient's id (the enrollment draws
+        # its own); {link} of a campaign with `link:` shows a tracked URL of the real length.
+        _variant, texts = variant_for(patient.id, step)
+        language, template = campaign.text_for(texts, patient.language)
+        link = links.sample_url(settings.public_url) if campaign.link and "{link}" in template else None
+        text = render(template, first_name=patient.first_name, settings=settings, link=link)
         rows.append(
             PreviewRow(
                 mrn=patient.mrn,

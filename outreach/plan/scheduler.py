@@ -22,13 +22,17 @@ from outreach.campaigns import CampaignFile, Step, render
 from outreach.clock import clinic_today, utcnow
 from outreach.config import Settings
 from outreach.listen.consent import number_opted_out
+from outreach.outcomes import links
 from outreach.plan.eligibility import eligible_patients
+from outreach.plan.endings import end_enrollments
+from outreach.plan.holdout import arm_column
 from outreach.plan.pacing import Pacer, recipient
+from outreach.plan.variants import variant_for
 from outreach.segments import count_segments
 from outreach.send.dispatch import Dispatch
 from outreach.store import sql
 from outreach.store.db import session_scope
-from outreach.store.models import Campaign, Enrollment, Message, MessageKind, MessageStatus, Patient
+from outreach.store.models import Arm, Campaign, Enrollment, Message, MessageKind, MessageStatus, Patient
 from outreach.store.statuses import WAITING
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,8 @@ class TickResult:
     planned: int = 0
     canceled: int = 0
     queued: int = 0
+    gap_closed: int = 0
+    excluded: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -49,6 +55,8 @@ class TickResult:
             "planned": self.planned,
             "canceled": self.canceled,
             "queued": self.queued,
+            "gap_closed": self.gap_closed,
+            "excluded": self.excluded,
         }
 
 
@@ -72,6 +80,10 @@ def tick(
         _take_planning_lock(session)
         sync_campaigns(session, campaigns)
         on = planning_day(now, settings)
+        # Issue #13: exclusions and closed care gaps found since the last tick (outreach/plan/endings.py).
+        endings = end_enrollments(session, campaigns, on, now, settings.attribution_days)
+        result.gap_closed, result.excluded = endings.gap_closed, endings.excluded
+        result.canceled = endings.canceled
         for campaign in campaigns.values():
             if campaign.is_active(on):
                 result.enrolled[campaign.id] = enroll(session, campaign, on, now)
@@ -130,10 +142,13 @@ def enroll(session: Session, campaign: CampaignFile, on: dt.date, now: dt.dateti
         literal(on),
         literal(now),
         eligible.c.language,
+        arm_column(campaign, previous_cycles + 1, eligible.c.id, sql.dialect_name(session)),  # issue #13
     ).where(~exists().where(*blocking))
     statement = (
         sql.upsert(Enrollment, session)
-        .from_select(["patient_id", "campaign_id", "cycle", "enrolled_on", "enrolled_at", "language"], source)
+        .from_select(
+            ["patient_id", "campaign_id", "cycle", "enrolled_on", "enrolled_at", "language", "arm"], source
+        )
         .on_conflict_do_nothing()
         .returning(Enrollment.id)
     )
@@ -189,6 +204,7 @@ def _due_query(
         .where(
             Enrollment.campaign_id == campaign.id,
             Enrollment.ended_at.is_(None),
+            Enrollment.arm == Arm.treated,  # a holdout is never texted (outreach/plan/holdout.py)
             Enrollment.enrolled_on <= step.after.before(on),
             ~exists().where(Message.enrollment_id == Enrollment.id, Message.step_id == step.id),
         )
@@ -213,9 +229,13 @@ def _outbox_row(
     """One due row's outbox values: rendered in the patient's language, then either canceled with
     the reason or planned at the first slot the window and the frequency cap allow (recorded in
     `pacer`, so the next patient sharing the number is placed after it)."""
-    _, template = campaign.text_for(step.text, row.language)
-    body = render(template, first_name=row.first_name, settings=settings)
+    variant, texts = variant_for(row.id, step)  # issue #13: the step's wording and tracked link
+    _, template = campaign.text_for(texts, row.language)
+    token, link = links.for_template(campaign, template, settings)
+    body = render(template, first_name=row.first_name, settings=settings, link=link)
     record: dict[str, object] = {
+        "variant": variant,
+        "link_token": token,
         "enrollment_id": row.id,
         "step_id": step.id,
         "kind": MessageKind.outreach,

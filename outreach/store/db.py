@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from sqlalchemy.orm import Session, sessionmaker
 
 from outreach.errors import UserError
+from outreach.store import sql
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -34,6 +35,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+    # Reproducible assignment (holdout arms, text variants) in SQL: PostgreSQL hashes natively.
+    dbapi_conn.create_function("outreach_bucket", 1, sql.sqlite_bucket, deterministic=True)
 
 
 @lru_cache(maxsize=8)

@@ -8,24 +8,33 @@ ways); one home keeps the dialect switch, and its fallbacks, in a single place.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias, TypeVar, cast
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     CursorResult,
+    Date,
     Engine,
+    Integer,
     Result,
     Select,
+    String,
     Table,
+    func,
+    literal,
     literal_column,
     select,
 )
+from sqlalchemy import cast as sa_cast
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import BIT
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
 
@@ -171,3 +180,48 @@ def copy_text(rows: list[tuple[str, ...]]) -> str:
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+# --- Reproducible random assignment (holdout arms, text variants) ---------------------------------
+
+BUCKETS = 10_000  # assignments are made in hundredths of a percent
+
+
+def bucket_of(key: str) -> int:
+    """A key's bucket in [0, BUCKETS): the first 32 bits of its MD5, modulo BUCKETS.
+
+    MD5 is here a well-mixed, portable hash, not a secret: PostgreSQL computes it natively and
+    SQLite through `sqlite_bucket` (registered on every connection by store/db.py), so the SQL and
+    Python answers are the same number and an assignment can be made in an INSERT … SELECT (no
+    row goes through Python) and re-checked in a test. Keys name what is being assigned (campaign,
+    cycle, patient; or enrollment and step), so assignments are reproducible and independent of
+    each other and of anything about the patient.
+    """
+    return int.from_bytes(hashlib.md5(key.encode(), usedforsecurity=False).digest()[:4], "big") % BUCKETS
+
+
+def sqlite_bucket(key: str | None) -> int | None:
+    """`bucket_of` as the SQLite function `outreach_bucket` (None in, None out, as SQL does)."""
+    return None if key is None else bucket_of(key)
+
+
+def bucket(key: ColumnElement[Any], dialect: str) -> ColumnElement[int]:
+    """`bucket_of(key)` as an SQL expression of the text expression `key`."""
+    if dialect == "postgresql":
+        hexed = literal("x", String).concat(func.substr(func.md5(key), 1, 8))
+        number: ColumnElement[int] = sa_cast(sa_cast(hexed, BIT(32)), BigInteger)
+        return number % BUCKETS
+    return func.outreach_bucket(key, type_=Integer)
+
+
+def add_days(day: Any, days: int, dialect: str) -> ColumnElement[Any]:
+    """A DATE column plus `days`, in the dialect's own date arithmetic (SQLite stores ISO text)."""
+    if dialect == "postgresql":
+        later: ColumnElement[Any] = day + days
+        return later
+    return func.date(day, f"{days:+d} days")
+
+
+def day_of(moment: Any) -> ColumnElement[Any]:
+    """The calendar day (UTC) of a DATETIME column, comparable with a DATE column in both dialects."""
+    return func.date(moment, type_=Date)

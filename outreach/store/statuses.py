@@ -47,6 +47,9 @@ WENT_OUT = (
     MessageStatus.delivered,
     MessageStatus.undelivered,
 )
+# Rows that reached the patient as far as we know (accepted, and not reported failed): what a closed
+# care gap is credited to (outreach/outcomes/closure.py) and what a tracked link can come from.
+REACHED = (MessageStatus.sent, MessageStatus.delivered)
 # Nothing moves these rows any more: the provider's last word, or our own cancel.
 FINAL = (
     MessageStatus.delivered,

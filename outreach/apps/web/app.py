@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from outreach.apps.web import health
+from outreach.apps.web import health, links
 from outreach.apps.web.commits import GroupCommit
 from outreach.apps.web.openapi import IDEMPOTENCY_HEADER, INBOUND_FORM, REJECTIONS, STATUS_FORM
 from outreach.apps.web.security import (
@@ -93,6 +93,7 @@ class WebhookAPI(FastAPI):
     """
 
     fast_paths: dict[str, ASGIApp]
+    link_route: ASGIApp | None = None  # GET and HEAD under /l/ (outreach/apps/web/links.py)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -104,7 +105,21 @@ class WebhookAPI(FastAPI):
                 if handler is not None:
                     await handler(scope, receive, send)
                     return
+            elif self.link_route is not None and _is_link(scope):
+                await self.link_route(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
+
+
+def _is_link(scope: Scope) -> bool:
+    """A tracked link's GET or HEAD (/l/<token>, one segment), not under a mount's root_path."""
+    path = scope["path"]
+    return (
+        scope["method"] in ("GET", "HEAD")
+        and path.startswith(links.PREFIX)
+        and "/" not in path[len(links.PREFIX) :]
+        and not scope.get("root_path")
+    )
 
 
 class _Delegate(Response):
@@ -141,7 +156,8 @@ def create_app(
 
         campaigns = load_campaigns(settings.campaigns_dir, settings=settings)
     signer = Signer(settings.twilio_auth_token or "", public_url)
-    hooks = _Webhooks(settings, signer, GroupCommit(db), health.SchemaWatch(db), campaigns, dispatch, clock)
+    commits = GroupCommit(db)
+    hooks = _Webhooks(settings, signer, commits, health.SchemaWatch(db), campaigns, dispatch, clock)
     app = WebhookAPI(
         title="outreach webhooks",
         description="Twilio webhooks (inbound replies, status callbacks) and a health check.",
@@ -150,6 +166,7 @@ def create_app(
     app.fast_paths = {INBOUND_PATH: hooks.inbound, STATUS_PATH: hooks.status}
     _webhook_routes(app, hooks)
     _health_route(app, _health_checks(settings, db, broker_check))
+    app.link_route = links.register(app, settings, commits, campaigns, clock)  # tracked links: /l/<token>
     app.mount(
         "/app",
         create_workspace(

@@ -15,11 +15,12 @@ from outreach.store.models.campaign import Campaign
 from outreach.store.models.consent import PhoneConsent
 from outreach.store.models.conversation import Conversation
 from outreach.store.models.conversation_read import ConversationRead
-from outreach.store.models.enrollment import Enrollment
+from outreach.store.models.enrollment import Arm, EndReason, Enrollment
 from outreach.store.models.event import PatientEvent
 from outreach.store.models.handoff import Handoff
 from outreach.store.models.hold import SenderHold
 from outreach.store.models.inbound import InboundMessage
+from outreach.store.models.link_click import LinkClick
 from outreach.store.models.message import Message
 from outreach.store.models.patient import Patient, Sex
 from outreach.store.models.unreachable import UnreachableNumber
@@ -30,14 +31,17 @@ from outreach.store.statuses import MessageKind, MessageStatus
 __all__ = [
     "NAMING",
     "Activation",
+    "Arm",
     "AuditEntry",
     "Base",
     "Campaign",
     "Conversation",
     "ConversationRead",
+    "EndReason",
     "Enrollment",
     "Handoff",
     "InboundMessage",
+    "LinkClick",
     "Message",
     "MessageKind",
     "MessageStatus",

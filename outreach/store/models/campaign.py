@@ -18,3 +18,6 @@ class Campaign(Base):
     name: Mapped[str] = mapped_column(String(200))
     content_hash: Mapped[str] = mapped_column(String(64))
     loaded_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # What the last search for closed gaps and exclusions saw (outreach/plan/endings.py): events
+    # (highest id, count), the planning day and the file's hash; it runs again when any changes.
+    endings_seen: Mapped[str | None] = mapped_column(String(120))

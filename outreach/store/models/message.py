@@ -55,6 +55,10 @@ class Message(Base):
     failed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     canceled_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     cancel_reason: Mapped[str | None] = mapped_column(String(100))
+    # The step's text variant this row was rendered from (campaign `variants`), else None.
+    variant: Mapped[str | None] = mapped_column(String(40))
+    # The tracked link's token when the text has {link} (outreach/outcomes/links.py): `/l/<token>`.
+    link_token: Mapped[str | None] = mapped_column(String(24), unique=True)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # kind `staff`: who wrote it
 
