@@ -43,6 +43,7 @@ from outreach.campaigns.texts import (
     Template,
     Texts,
     render,
+    render_parts,
     template_problems,
 )
 
@@ -114,6 +115,7 @@ __all__ = [
     "load_campaigns",
     "parse_campaign",
     "render",
+    "render_parts",
     "template_problems",
     "validate_files",
 ]

@@ -73,19 +73,29 @@ def render(template: str, *, first_name: str, settings: Settings) -> str:
     """Fill the whitelisted placeholders; nothing else about a patient can reach a message
     (DESIGN.md §7.7), and an unset setting a template needs stops the run rather than sending
     "Hi Ana, None here"."""
+    return first_name.join(render_parts(template, settings=settings))
+
+
+def render_parts(template: str, *, settings: Settings) -> tuple[str, ...]:
+    """The template with every placeholder but `{first_name}` filled, split where the first name
+    goes: `first_name.join(parts)` is the message. Planning renders a text once per language and
+    step this way, not once per patient, since only the first name differs between patients."""
     problems = template_problems(template)
     if problems:
         raise UserError(f"cannot render a campaign text: {problems[0]}")
     values: dict[str, str | None] = {
-        "first_name": first_name,
         "clinic_name": settings.clinic_name,
         "clinic_phone": settings.clinic_phone,
         "link": settings.link,
     }
-    out = []
+    parts, current = [], []
     for literal, name, _spec, _conversion in string.Formatter().parse(template):
-        out.append(literal)
+        current.append(literal)
         if name is None:
+            continue
+        if name == "first_name":
+            parts.append("".join(current))
+            current = []
             continue
         value = values[name]
         if value is None:
@@ -93,8 +103,9 @@ def render(template: str, *, first_name: str, settings: Settings) -> str:
                 f"{PLACEHOLDER_SETTINGS[name]} is not set, but a campaign text uses {{{name}}}; "
                 "set it in the environment or .env"
             )
-        out.append(value)
-    return "".join(out)
+        current.append(value)
+    parts.append("".join(current))
+    return tuple(parts)
 
 
 def is_language_code(value: object) -> bool:

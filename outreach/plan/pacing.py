@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Subquery, func, select, true
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import SendWindow
@@ -62,6 +62,37 @@ class Pacer:
                 self._times[phone].append(at)
             for phone in chunk:
                 self._times.setdefault(phone, [])
+
+    def load_where(self, session: Session, numbers: ColumnElement[bool], since: dt.datetime) -> None:
+        """Read the outreach already placed from `since - 7 days` on to every number `numbers`
+        selects (a condition on `Message.phone`, such as "a number of this chunk's patients"), in
+        one query: planning a chunk reads its cap state by a join, not number by number."""
+        when = func.coalesce(Message.sent_at, Message.send_at)
+        query = select(Message.phone, when).where(
+            numbers,
+            Message.kind == MessageKind.outreach,
+            Message.status.not_in(_NOT_COUNTED),
+            when > since - WEEK,
+        )
+        for phone, at in session.execute(query):
+            self._times[phone].append(at)
+
+    def load_lateral(self, session: Session, numbers: Subquery, since: dt.datetime) -> None:
+        """`load_where` for the numbers in `numbers` (a subquery with a `phone` column), as one
+        LATERAL join (PostgreSQL): an index probe per number, whatever the statistics say."""
+        when = func.coalesce(Message.sent_at, Message.send_at)
+        placed = (
+            select(when.label("at"))
+            .where(
+                Message.phone == numbers.c.phone,
+                Message.kind == MessageKind.outreach,
+                Message.status.not_in(_NOT_COUNTED),
+                when > since - WEEK,
+            )
+            .lateral()
+        )
+        for phone, at in session.execute(select(numbers.c.phone, placed.c.at).join(placed, true())):
+            self._times[phone].append(at)
 
     def place(self, who: Recipient, earliest: dt.datetime, window: SendWindow) -> dt.datetime:
         """The first instant >= `earliest` inside the window whose day and week still have room."""
