@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, render_parts
@@ -29,9 +29,9 @@ from outreach.config import Settings
 from outreach.errors import UserError
 from outreach.plan import shards as sharding
 from outreach.plan.enqueue import ENQUEUE_CHUNK, enqueue_due
-from outreach.plan.enroll import enroll
+from outreach.plan.enroll import enroll, enroll_candidates
 from outreach.plan.shards import Chunk, Shard
-from outreach.plan.steps import StepPlanner
+from outreach.plan.steps import StepPlanner, due_candidates
 from outreach.send.dispatch import Dispatch
 from outreach.store import sql
 from outreach.store.db import session_scope
@@ -53,6 +53,10 @@ __all__ = [
 ]
 
 ChunkDone = Callable[[Chunk], None]
+# A shard pass that wrote this many rows refreshes the planner's statistics of the tables it
+# filled (DESIGN.md §10): the next pass finds its work with hash joins only if PostgreSQL knows
+# how large enrollments and the outbox have become.
+ANALYZE_AFTER = 10_000
 
 
 @dataclass
@@ -104,8 +108,7 @@ def tick(
         if chunk_done is not None:
             chunk_done(chunk)
 
-    for shard in sharding.all_shards():
-        result.add(plan_shard(engine, campaigns, settings=settings, now=now, shard=shard, chunk_done=after_chunk))
+    result.add(plan_shard(engine, campaigns, settings=settings, now=now, chunk_done=after_chunk))
     result.queued += len(enqueue_due(engine, now, dispatch=dispatch))
     return result
 
@@ -151,32 +154,47 @@ def plan_shard(
     *,
     settings: Settings,
     now: dt.datetime,
-    shard: Shard,
+    shard: Shard = sharding.EVERY_BUCKET,
     chunk_done: ChunkDone | None = None,
 ) -> TickResult:
-    """Enroll and plan one shard's patients, a chunk (one transaction) at a time. A shard another
-    planner is walking right now is left to it (PostgreSQL). Idempotent: after a crash, the next
-    pass plans exactly what the committed chunks lack."""
+    """Enroll and plan the shard's patients, a chunk (one transaction) at a time, only where there
+    is work. Buckets another planner is walking right now are left to it (PostgreSQL).
+    Idempotent: after a crash, the next pass plans exactly what the committed chunks lack."""
     on = planning_day(now, settings)
     planning = active(campaigns, on)
     result = TickResult(enrolled={campaign.id: 0 for campaign in planning})
     if not planning:
         return result
     with engine.connect() as conn:
-        if not sharding.try_claim(conn, shard):
-            log.info("shard %s is being planned by another pass; left to it", shard.name)
-            return result
+        mine = sharding.claim(conn, shard)
+        if mine.buckets != shard.buckets:
+            log.info("buckets of shard %s are being planned by another pass; left to it", shard.name)
         try:
-            for chunk in sharding.chunks(conn, shard):
-                with Session(bind=conn) as session:
-                    sharding.begin_chunk(session.connection())
-                    result.add(plan_chunk(session, planning, chunk, on=on, now=now, settings=settings))
-                    session.commit()
-                if chunk_done is not None:
-                    chunk_done(chunk)
+            if mine.buckets:
+                for chunk in sharding.chunks_for(mine, _work(conn, planning, mine, on)):
+                    with Session(bind=conn) as session:
+                        sharding.begin_chunk(session.connection())
+                        result.add(plan_chunk(session, planning, chunk, on=on, now=now, settings=settings))
+                        session.commit()
+                    if chunk_done is not None:
+                        chunk_done(chunk)
         finally:
-            sharding.release(conn, shard)
+            sharding.release(conn, mine)
+    if sum(result.enrolled.values()) + result.planned + result.canceled >= ANALYZE_AFTER:
+        sql.analyze(engine, Enrollment.__table__, Message.__table__)  # type: ignore[arg-type]
     return result
+
+
+def _work(conn: Connection, campaigns: list[CampaignFile], shard: Shard, on: dt.date) -> set[int]:
+    """The chunk ranges where a campaign has someone to enroll or a step to plan."""
+    starts: set[int] = set()
+    for campaign in campaigns:
+        starts |= sharding.id_ranges(conn, enroll_candidates(campaign, on, shard))
+        for index, step in enumerate(campaign.steps):
+            previous = campaign.steps[index - 1].id if index else None
+            starts |= sharding.id_ranges(conn, due_candidates(campaign, step, previous, on, shard))
+    conn.commit()
+    return starts
 
 
 def plan_chunk(
@@ -222,7 +240,11 @@ def sync_campaigns(session: Session, campaigns: dict[str, CampaignFile]) -> None
         session.execute(
             statement.on_conflict_do_update(
                 index_elements=[table.c.id],
-                set_={"name": campaign.name, "content_hash": digest, "loaded_at": statement.excluded.loaded_at},
+                set_={
+                    "name": campaign.name,
+                    "content_hash": digest,
+                    "loaded_at": statement.excluded.loaded_at,
+                },
                 where=changed,
             )
         )

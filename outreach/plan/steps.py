@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, case, exists, select, true
+from sqlalchemy import Select, case, exists, select, true
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, Step, render_parts
@@ -30,7 +30,7 @@ from outreach.config import Settings
 from outreach.listen.consent import number_opted_out
 from outreach.plan.eligibility import eligible_patients
 from outreach.plan.pacing import Pacer, Recipient
-from outreach.plan.shards import Chunk
+from outreach.plan.shards import EVERY_BUCKET, Chunk, Shard
 from outreach.plan.windows import patient_zones, strict_hours
 from outreach.segments import count_segments
 from outreach.store import sql
@@ -98,22 +98,25 @@ class StepPlanner:
             (Enrollment.enrolled_at == self.now, true()), else_=audience if audience is not None else true()
         )
         planned = (
-            select(Message.id).where(Message.enrollment_id == Enrollment.id, Message.step_id == step.id).limit(1)
+            select(Message.id)
+            .where(Message.enrollment_id == Enrollment.id, Message.step_id == step.id)
+            .limit(1)
         )
+        columns: list[Any] = [
+            Enrollment.id,
+            Enrollment.enrolled_on,
+            Enrollment.replied_at,
+            Enrollment.language,
+            Patient.first_name,
+            Patient.phone,
+            Patient.phone_zones,
+            Patient.timezone,
+            Patient.postal_code,
+            number_opted_out(Patient.phone).label("opted_out"),
+            still_eligible.label("eligible"),
+        ]
         query = (
-            select(
-                Enrollment.id,
-                Enrollment.enrolled_on,
-                Enrollment.replied_at,
-                Enrollment.language,
-                Patient.first_name,
-                Patient.phone,
-                Patient.phone_zones,
-                Patient.timezone,
-                Patient.postal_code,
-                number_opted_out(Patient.phone).label("opted_out"),
-                still_eligible.label("eligible"),
-            )
+            select(*columns)
             .join(Patient, Patient.id == Enrollment.patient_id)
             .where(
                 Enrollment.campaign_id == campaign.id,
@@ -147,7 +150,9 @@ class StepPlanner:
             self.pacer.load_where(self.session, Message.phone.in_(phones.scalar_subquery()), self.now)
         self._paced = True
 
-    def _outbox_row(self, row: Any, campaign: CampaignFile, step: Step, previous: str | None) -> tuple[Any, ...]:
+    def _outbox_row(
+        self, row: Any, campaign: CampaignFile, step: Step, previous: str | None
+    ) -> tuple[Any, ...]:
         """One due row's outbox values (in OUTBOX_COLUMNS order): canceled with the reason, or
         planned at the first slot the window and the cap allow (recorded in the pacer, so the next
         row to the same number is placed after it)."""
@@ -208,7 +213,9 @@ class StepPlanner:
             return
         statement = sql.upsert(Message, conn).on_conflict_do_nothing()
         for start in range(0, len(values), 5000):
-            conn.execute(statement, [dict(zip(OUTBOX_COLUMNS, v, strict=True)) for v in values[start : start + 5000]])
+            conn.execute(
+                statement, [dict(zip(OUTBOX_COLUMNS, v, strict=True)) for v in values[start : start + 5000]]
+            )
 
 
 class _Text:
@@ -243,3 +250,21 @@ def _cancel_reason(row: Any, only_if: str | None, previous: str | None) -> str |
 def _local_midnight_utc(day: dt.date, zone: str) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(0), ZoneInfo(zone)).astimezone(dt.UTC).replace(tzinfo=None)
 
+
+def due_candidates(
+    campaign: CampaignFile, step: Step, previous: str | None, on: dt.date, shard: Shard
+) -> Select[Any]:
+    """The patient ids of the shard's enrollments whose `step` `StepPlanner` would plan now, as one
+    query over the whole shard: how a pass finds the chunks with work."""
+    query: Select[Any] = select(Enrollment.patient_id).where(
+        Enrollment.campaign_id == campaign.id,
+        Enrollment.ended_at.is_(None),
+        Enrollment.enrolled_on <= step.after.before(on),
+        ~exists().where(Message.enrollment_id == Enrollment.id, Message.step_id == step.id),
+    )
+    if previous is not None:
+        prev = Message.__table__.alias("prev")
+        query = query.where(exists().where(prev.c.enrollment_id == Enrollment.id, prev.c.step_id == previous))
+    if shard.buckets != EVERY_BUCKET.buckets:
+        query = query.join(Patient, Patient.id == Enrollment.patient_id).where(shard.holds(Patient.phone))
+    return query
