@@ -41,6 +41,9 @@ class Pacer:
         self.daily_cap = daily_cap
         self.weekly_cap = weekly_cap
         self._times: dict[str, list[dt.datetime]] = defaultdict(list)
+        # Openings already worked out: a planning pass asks the same question (this window, these
+        # zones, from this instant) for thousands of patients.
+        self._openings: dict[tuple[object, ...], tuple[dt.datetime, SendWindow]] = {}
 
     def load(
         self, session: Session, phones: Iterable[str], since: dt.datetime, *, exclude_id: int | None = None
@@ -97,18 +100,24 @@ class Pacer:
     def place(self, who: Recipient, earliest: dt.datetime, window: SendWindow) -> dt.datetime:
         """The first instant >= `earliest` inside the window whose day and week still have room."""
         zone = ZoneInfo(who.zones[0])
-        candidate = next_opening(earliest, window=window, zones=who.zones, strict=who.strict)
+        candidate = self._next_opening(earliest, window, who)
         for _ in range(_MAX_DAYS_AHEAD):
             if self._fits(who.phone, candidate, zone):
                 return candidate
             local_next_day = candidate.replace(tzinfo=dt.UTC).astimezone(zone).date() + dt.timedelta(days=1)
             midnight = dt.datetime.combine(local_next_day, dt.time(0), zone).astimezone(dt.UTC)
-            candidate = next_opening(
-                midnight.replace(tzinfo=None), window=window, zones=who.zones, strict=who.strict
-            )
+            candidate = self._next_opening(midnight.replace(tzinfo=None), window, who)
         raise RuntimeError(
             f"no send slot within {_MAX_DAYS_AHEAD} days"
         )  # cap settings make this unreachable
+
+    def _next_opening(self, earliest: dt.datetime, window: SendWindow, who: Recipient) -> dt.datetime:
+        key = (id(window), who.zones, who.strict, earliest)
+        found = self._openings.get(key)
+        if found is None or found[1] is not window:
+            found = (next_opening(earliest, window=window, zones=who.zones, strict=who.strict), window)
+            self._openings[key] = found
+        return found[0]
 
     def record(self, phone: str, at: dt.datetime) -> None:
         self._times[phone].append(at)
