@@ -28,7 +28,7 @@ from outreach.clock import clinic_today, utcnow
 from outreach.config import Settings
 from outreach.errors import UserError
 from outreach.plan import shards as sharding
-from outreach.plan.enqueue import ENQUEUE_CHUNK, enqueue_due
+from outreach.plan.enqueue import ENQUEUE_CHUNK, Enqueuer, enqueue_due
 from outreach.plan.enroll import enroll, enroll_candidates
 from outreach.plan.shards import Chunk, Shard
 from outreach.plan.steps import StepPlanner, due_candidates
@@ -97,19 +97,19 @@ def tick(
     chunk_done: ChunkDone | None = None,
 ) -> TickResult:
     """Enroll, plan and enqueue, every shard in this process; `now` is naive UTC. Returns what
-    changed. What is due is enqueued first and again after every chunk, so rows that come due
-    while a long pass runs go out on time."""
+    changed. What is due is enqueued first, during the pass (`Enqueuer`) and at the end, so rows
+    that come due while a long pass runs go out on time."""
     now = now or utcnow()
     result = prepare(engine, campaigns, settings=settings, now=now)
-    result.queued += len(enqueue_due(engine, now, dispatch=dispatch))
+    with Enqueuer(engine, now, dispatch) as enqueuer:
 
-    def after_chunk(chunk: Chunk) -> None:
-        result.queued += len(enqueue_due(engine, now, dispatch=dispatch))
-        if chunk_done is not None:
-            chunk_done(chunk)
+        def after_chunk(chunk: Chunk) -> None:
+            enqueuer.run_once()
+            if chunk_done is not None:
+                chunk_done(chunk)
 
-    result.add(plan_shard(engine, campaigns, settings=settings, now=now, chunk_done=after_chunk))
-    result.queued += len(enqueue_due(engine, now, dispatch=dispatch))
+        result.add(plan_shard(engine, campaigns, settings=settings, now=now, chunk_done=after_chunk))
+    result.queued += enqueuer.queued
     return result
 
 
