@@ -3,7 +3,10 @@
 The scheduler places new steps with it and the sender re-places a row it found outside its window,
 so both honour the same rule: at most `daily_cap` outreach texts per local day and `weekly_cap` in
 any 7 consecutive days per number, across every campaign (answers to a patient's own reply do not
-count). Planning runs under a lock (see scheduler.py), so two ticks cannot both fill the same slot.
+count). A number is planned by one planner at a time (its bucket's lock, see shards.py), so two
+passes cannot both fill the same slot. (The sender's re-placement of a row found outside its window
+takes no such lock; a collision there needs a planner and a sender placing texts to the same number
+at the same instant.)
 """
 
 from __future__ import annotations
