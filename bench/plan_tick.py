@@ -133,7 +133,9 @@ def main(url: str) -> dict[str, Any]:
             "probes": len(probe.due_at),
             "claimed": len(late),
             "median": round(late[len(late) // 2], 2) if late else None,
+            "p90": round(late[len(late) * 9 // 10], 2) if late else None,
             "max": round(late[-1], 2) if late else None,
+            "over_5_s": sum(1 for seconds in late if seconds > 5),
         },
         "tick_process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
