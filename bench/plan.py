@@ -1,9 +1,13 @@
 """Planning benchmark: import a large synthetic roster through the real import path, then time
-each shipped campaign's eligibility query over it.
+each shipped campaign's eligibility query over it, and (`--tick`) two scheduler passes.
 
     .venv/bin/python bench/plan.py                    # 1,000,000 patients on PostgreSQL
     .venv/bin/python bench/plan.py --n 100000         # smaller
     .venv/bin/python bench/plan.py --sqlite           # 100,000 patients in a temporary SQLite file
+    .venv/bin/python bench/plan.py --n 300000 --tick  # and the `tick` part (bench/plan_tick.py)
+    .venv/bin/python bench/plan.py --tick-only --schema scale_1m   # the tick part on a roster
+                                                      # already imported in that schema (its
+                                                      # enrollments and outbox are emptied first)
 
 PostgreSQL runs happen in a fresh schema that is dropped afterwards, so the benchmark can point at
 a shared server. Prints one JSON object with every figure and, last, a one-line summary. Targets
@@ -21,7 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,21 +60,84 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--on", type=dt.date.fromisoformat, default=REFERENCE_DATE, help="planning day (default: the data's)"
     )
+    parser.add_argument("--tick", action="store_true", help="also time two scheduler passes (PostgreSQL)")
+    parser.add_argument("--tick-only", action="store_true", help="only the tick part, on --schema")
+    parser.add_argument("--schema", help="with --tick-only: a schema holding an imported roster")
     args = parser.parse_args(argv)
+    if args.tick_only:
+        figures = tick_only(args.database_url, args.schema)
+        print(json.dumps(figures, indent=2))
+        print(tick_summary(figures))
+        return 0
     n = args.n or (100_000 if args.sqlite else 1_000_000)
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
         folder = Path(tmp)
-        with _sqlite(folder) if args.sqlite else _engine_only(postgres_schema(args.database_url)) as engine:
+        with _sqlite(folder) if args.sqlite else postgres_schema(args.database_url) as found:
+            engine, url = found if isinstance(found, tuple) else (found, "")
             figures = run(engine, folder, n=n, seed=args.seed, on=args.on)
+            if args.tick and url:
+                figures["tick"] = tick_part(url)
     print(json.dumps(figures, indent=2))
     print(summary(figures))
+    if "tick" in figures:
+        print(tick_summary(figures["tick"] | {"patients": n}))
     return 0
 
 
-@contextmanager
-def _engine_only(schema: AbstractContextManager[tuple[Engine, str]]) -> Iterator[Engine]:
-    with schema as (engine, _url):
-        yield engine
+TARGET_FIRST_TICK_S_PER_MILLION = 120
+TARGET_SECOND_TICK_S = 5
+TARGET_DUE_TO_CLAIMED_S = 5
+
+
+def tick_part(url: str) -> dict[str, Any]:
+    """bench/plan_tick.py in a process of its own, so its peak RSS is the pass's alone."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "plan_tick.py"), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    figures["load_average"] = os.getloadavg()
+    return figures
+
+
+def tick_only(base: str, schema: str | None) -> dict[str, Any]:
+    if not schema:
+        raise SystemExit("--tick-only needs --schema")
+    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
+    engine = dbmod.engine_for(url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE messages, enrollments, campaigns RESTART IDENTITY CASCADE"))
+        patients = conn.execute(text("SELECT count(*) FROM patients")).scalar_one()
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE enrollments"))
+        conn.execute(text("VACUUM ANALYZE messages"))
+    return tick_part(url) | {"patients": patients}
+
+
+def tick_summary(figures: dict[str, Any]) -> str:
+    first, second = figures["first_tick"], figures["second_tick"]
+    n = figures["patients"]
+    first_target = TARGET_FIRST_TICK_S_PER_MILLION * n / 1_000_000
+    due = figures["due_to_claimed_seconds"]
+    rss = figures["tick_process_peak_rss_mb"]
+
+    def mark(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    return (
+        f"tick, {n:,} patients: first {first['wall_seconds']} s (database {first['database_seconds']} s, "
+        f"{first['result']['planned']:,} planned) [{mark(first['wall_seconds'] <= first_target)} "
+        f"<= {first_target:.0f} s]; second {second['wall_seconds']} s "
+        f"[{mark(second['wall_seconds'] <= TARGET_SECOND_TICK_S)}]; due to claimed max {due['max']} s "
+        f"[{mark(due['max'] is not None and due['max'] <= TARGET_DUE_TO_CLAIMED_S)}]; peak RSS "
+        f"{rss} MB [{mark(rss <= TARGET_RSS_MB)}]; "
+        f"load {figures['load_average'][0]:.1f}"
+    )
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from outreach.errors import UserError
 # The tasks live in workers/tasks.py under explicit names (outreach.send_messages, outreach.tick,
 # outreach.sweep); `include` makes every worker import that module when it starts.
 app = Celery("outreach", include=["workers.tasks"])
+ENQUEUE_EVERY_S = 5.0
 app.conf.update(
     # A worker started before Redis is up keeps trying to connect instead of exiting (Celery 6 will
     # stop retrying the first connection unless told to).
@@ -101,12 +102,16 @@ def _from_settings() -> dict[str, Any]:
         raise SettingError(str(exc)) from None
     return {
         "broker_url": settings.broker_url,
-        # `celery -A workers beat`: a scheduler pass a minute and a sweep every
+        # `celery -A workers beat`: a scheduler pass a minute (planned by one task per shard),
+        # enqueueing every ENQUEUE_EVERY_S and a sweep every
         # OUTREACH_SWEEP_EVERY (15 s by default: the rows a killed worker had claimed come back
         # within SWEEP_SENDING_AFTER + SWEEP_EVERY). Both are idempotent, so a second beat (or a
         # manual `outreach tick` or `outreach sweep`) is harmless.
         "beat_schedule": {
             "tick-every-minute": {"task": "outreach.tick", "schedule": 60.0},
+            # Due rows are handed to the workers every few seconds, apart from planning, so a
+            # row that comes due while shards are still planning is not held back (DESIGN.md §10).
+            "enqueue": {"task": "outreach.enqueue", "schedule": ENQUEUE_EVERY_S},
             "sweep": {"task": "outreach.sweep", "schedule": settings.sweep_every.total_seconds()},
         },
     }

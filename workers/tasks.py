@@ -1,11 +1,16 @@
 """Celery tasks: thin wrappers that call the engine with this process's runtime.
 
 `send_messages` is acknowledged late (workers/app.py): a killed worker's sends come back through
-the broker after its short visibility timeout. `tick` and `sweep` are acknowledged on receipt
-instead: beat sends them again every minute (every OUTREACH_SWEEP_EVERY) anyway, and a planning
-pass can outlast the visibility timeout, which would otherwise hand a still-running tick to a
-second worker every 40 s, each copy holding a thread and a connection while it waits for the
-planning lock.
+the broker after its short visibility timeout. `tick`, `plan_shard`, `enqueue` and `sweep` are
+acknowledged on receipt instead: beat sends them again every minute (every few seconds, every
+OUTREACH_SWEEP_EVERY) anyway, and a shard's planning can outlast the visibility timeout, which would
+otherwise hand a still-running shard to a second worker every 40 s (harmless, the second finds the
+shard's buckets taken, but a thread and a connection spent on nothing).
+
+A scheduler pass on Celery (DESIGN.md §10): `tick` does the short part once (checks, campaigns,
+cancels), enqueues what is due, and fans the planning out as one `plan_shard` task per bucket of
+phone numbers, so every worker on every machine plans; `enqueue` runs every few seconds on its own,
+so what comes due is handed over while shards are still planning.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from outreach.clock import naive_utc
-from outreach.plan import scheduler
+from outreach.plan import scheduler, shards
 from outreach.runtime import get_runtime
 from outreach.send import batch, sweeper
 from workers.app import app
@@ -39,7 +44,25 @@ def send_messages(ids: list[int]) -> dict[str, int]:
 def tick(now: str | None = None) -> dict[str, object]:
     rt = get_runtime()
     at = naive_utc(dt.datetime.fromisoformat(now)) if now else rt.clock()
-    return scheduler.tick(rt.engine, rt.campaigns, settings=rt.settings, now=at, dispatch=dispatch).as_dict()
+    result = scheduler.prepare(rt.engine, rt.campaigns, settings=rt.settings, now=at)
+    result.queued += len(scheduler.enqueue_due(rt.engine, at, dispatch=dispatch))
+    for shard in shards.bucket_shards():
+        plan_shard.delay(list(shard.buckets), at.isoformat())
+    return result.as_dict()
+
+
+@app.task(name="outreach.plan_shard", acks_late=False)
+def plan_shard(buckets: list[int], now: str) -> dict[str, object]:
+    rt = get_runtime()
+    at = naive_utc(dt.datetime.fromisoformat(now))
+    shard = shards.Shard(tuple(int(b) for b in buckets))
+    return scheduler.plan_shard(rt.engine, rt.campaigns, settings=rt.settings, now=at, shard=shard).as_dict()
+
+
+@app.task(name="outreach.enqueue", acks_late=False)
+def enqueue() -> int:
+    rt = get_runtime()
+    return len(scheduler.enqueue_due(rt.engine, rt.clock(), dispatch=dispatch))
 
 
 @app.task(name="outreach.sweep", acks_late=False)

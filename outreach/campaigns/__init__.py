@@ -45,6 +45,7 @@ from outreach.campaigns.texts import (
     Template,
     Texts,
     render,
+    render_parts,
     template_problems,
 )
 
@@ -118,6 +119,7 @@ __all__ = [
     "load_campaigns",
     "parse_campaign",
     "render",
+    "render_parts",
     "template_problems",
     "validate_files",
 ]

@@ -85,19 +85,30 @@ def render(template: str, *, first_name: str, settings: Settings, link: str | No
     (DESIGN.md §7.7), and an unset setting a template needs stops the run rather than sending
     "Hi Ana, None here". `link`, when given, is the message's tracked link (a campaign with
     `link:`), which replaces OUTREACH_LINK."""
+    return first_name.join(render_parts(template, settings=settings, link=link))
+
+
+def render_parts(template: str, *, settings: Settings, link: str | None = None) -> tuple[str, ...]:
+    """The template with every placeholder but `{first_name}` filled, split where the first name
+    goes: `first_name.join(parts)` is the message. Planning renders a text once per language and
+    step this way, not once per patient, since only the first name differs between patients
+    (and a tracked link's token, which planning passes here as a marker it replaces per row)."""
     problems = template_problems(template)
     if problems:
         raise UserError(f"cannot render a campaign text: {problems[0]}")
     values: dict[str, str | None] = {
-        "first_name": first_name,
         "clinic_name": settings.clinic_name,
         "clinic_phone": settings.clinic_phone,
         "link": link or settings.link,
     }
-    out = []
+    parts, current = [], []
     for literal, name, _spec, _conversion in string.Formatter().parse(template):
-        out.append(literal)
+        current.append(literal)
         if name is None:
+            continue
+        if name == "first_name":
+            parts.append("".join(current))
+            current = []
             continue
         value = values[name]
         if value is None:
@@ -105,8 +116,9 @@ def render(template: str, *, first_name: str, settings: Settings, link: str | No
                 f"{PLACEHOLDER_SETTINGS[name]} is not set, but a campaign text uses {{{name}}}; "
                 "set it in the environment or .env"
             )
-        out.append(value)
-    return "".join(out)
+        current.append(value)
+    parts.append("".join(current))
+    return tuple(parts)
 
 
 def is_language_code(value: object) -> bool:

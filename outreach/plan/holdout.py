@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, case, cast, literal
+from sqlalchemy import ColumnElement, SQLColumnExpression, String, case, cast, literal
 
 from outreach.campaigns import CampaignFile
 from outreach.store import sql
@@ -37,7 +37,7 @@ def arm_of(campaign_id: str, holdout_percent: float, cycle: int, patient_id: int
 
 
 def arm_column(
-    campaign: CampaignFile, cycle: ColumnElement[Any], patient_id: ColumnElement[Any], dialect: str
+    campaign: CampaignFile, cycle: ColumnElement[Any], patient_id: SQLColumnExpression[Any], dialect: str
 ) -> ColumnElement[str]:
     """The arm as an SQL expression of the enrollment's cycle and patient id."""
     if threshold(campaign.holdout) <= 0:

@@ -3,7 +3,10 @@
 The scheduler places new steps with it and the sender re-places a row it found outside its window,
 so both honour the same rule: at most `daily_cap` outreach texts per local day and `weekly_cap` in
 any 7 consecutive days per number, across every campaign (answers to a patient's own reply do not
-count). Planning runs under a lock (see scheduler.py), so two ticks cannot both fill the same slot.
+count). A number is planned by one planner at a time (its bucket's lock, see shards.py), so two
+passes cannot both fill the same slot. (The sender's re-placement of a row found outside its window
+takes no such lock; a collision there needs a planner and a sender placing texts to the same number
+at the same instant.)
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, Subquery, func, select, true
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import SendWindow
@@ -41,6 +44,9 @@ class Pacer:
         self.daily_cap = daily_cap
         self.weekly_cap = weekly_cap
         self._times: dict[str, list[dt.datetime]] = defaultdict(list)
+        # Openings already worked out: a planning pass asks the same question (this window, these
+        # zones, from this instant) for thousands of patients.
+        self._openings: dict[tuple[object, ...], tuple[dt.datetime, SendWindow]] = {}
 
     def load(
         self, session: Session, phones: Iterable[str], since: dt.datetime, *, exclude_id: int | None = None
@@ -63,21 +69,58 @@ class Pacer:
             for phone in chunk:
                 self._times.setdefault(phone, [])
 
+    def load_where(self, session: Session, numbers: ColumnElement[bool], since: dt.datetime) -> None:
+        """Read the outreach already placed from `since - 7 days` on to every number `numbers`
+        selects (a condition on `Message.phone`, such as "a number of this chunk's patients"), in
+        one query: planning a chunk reads its cap state by a join, not number by number."""
+        when = func.coalesce(Message.sent_at, Message.send_at)
+        query = select(Message.phone, when).where(
+            numbers,
+            Message.kind == MessageKind.outreach,
+            Message.status.not_in(_NOT_COUNTED),
+            when > since - WEEK,
+        )
+        for phone, at in session.execute(query):
+            self._times[phone].append(at)
+
+    def load_lateral(self, session: Session, numbers: Subquery, since: dt.datetime) -> None:
+        """`load_where` for the numbers in `numbers` (a subquery with a `phone` column), as one
+        LATERAL join (PostgreSQL): an index probe per number, whatever the statistics say."""
+        when = func.coalesce(Message.sent_at, Message.send_at)
+        placed = (
+            select(when.label("at"))
+            .where(
+                Message.phone == numbers.c.phone,
+                Message.kind == MessageKind.outreach,
+                Message.status.not_in(_NOT_COUNTED),
+                when > since - WEEK,
+            )
+            .lateral()
+        )
+        for phone, at in session.execute(select(numbers.c.phone, placed.c.at).join(placed, true())):
+            self._times[phone].append(at)
+
     def place(self, who: Recipient, earliest: dt.datetime, window: SendWindow) -> dt.datetime:
         """The first instant >= `earliest` inside the window whose day and week still have room."""
         zone = ZoneInfo(who.zones[0])
-        candidate = next_opening(earliest, window=window, zones=who.zones, strict=who.strict)
+        candidate = self._next_opening(earliest, window, who)
         for _ in range(_MAX_DAYS_AHEAD):
             if self._fits(who.phone, candidate, zone):
                 return candidate
             local_next_day = candidate.replace(tzinfo=dt.UTC).astimezone(zone).date() + dt.timedelta(days=1)
             midnight = dt.datetime.combine(local_next_day, dt.time(0), zone).astimezone(dt.UTC)
-            candidate = next_opening(
-                midnight.replace(tzinfo=None), window=window, zones=who.zones, strict=who.strict
-            )
+            candidate = self._next_opening(midnight.replace(tzinfo=None), window, who)
         raise RuntimeError(
             f"no send slot within {_MAX_DAYS_AHEAD} days"
         )  # cap settings make this unreachable
+
+    def _next_opening(self, earliest: dt.datetime, window: SendWindow, who: Recipient) -> dt.datetime:
+        key = (id(window), who.zones, who.strict, earliest)
+        found = self._openings.get(key)
+        if found is None or found[1] is not window:
+            found = (next_opening(earliest, window=window, zones=who.zones, strict=who.strict), window)
+            self._openings[key] = found
+        return found[0]
 
     def record(self, phone: str, at: dt.datetime) -> None:
         self._times[phone].append(at)

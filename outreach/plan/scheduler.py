@@ -4,6 +4,12 @@ Everything is decided from the database at `now` (injected), so a pass can run e
 Celery beat, twice at once, or after an outage, and still send each step once (the outbox's
 unique (enrollment, step) key) at a time that fits the patient's window and the frequency cap.
 Only rows whose time has come are handed to Celery: nothing waits inside the broker.
+
+A pass is cut into shards and chunks (outreach/plan/shards.py): `tick` runs every shard in this
+process, chunk after chunk, each chunk its own transaction; Celery runs the same `plan_shard` as
+one task per shard on any worker (workers/tasks.py). What is due is enqueued before planning,
+after every chunk and at the end (outreach/plan/enqueue.py), never behind a lock planning holds.
+The jobs themselves live in their own modules: enroll.py, steps.py, enqueue.py.
 """
 
 from __future__ import annotations
@@ -11,33 +17,47 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import Engine, Select, and_, exists, func, literal, select, text, update
+from sqlalchemy import Connection, Engine, select, text, update
 from sqlalchemy.orm import Session
 
-from outreach.campaigns import CampaignFile, Step, render
+from outreach.campaigns import CampaignFile, render_parts
 from outreach.clock import clinic_today, utcnow
 from outreach.config import Settings
-from outreach.listen.consent import number_opted_out
-from outreach.outcomes import links
-from outreach.plan.eligibility import eligible_patients
+from outreach.errors import UserError
+from outreach.plan import shards as sharding
 from outreach.plan.endings import end_enrollments
-from outreach.plan.holdout import arm_column
-from outreach.plan.pacing import Pacer, recipient
-from outreach.plan.variants import variant_for
-from outreach.segments import count_segments
+from outreach.plan.enqueue import ENQUEUE_CHUNK, Enqueuer, enqueue_due
+from outreach.plan.enroll import enroll, enroll_candidates
+from outreach.plan.shards import Chunk, Shard
+from outreach.plan.steps import StepPlanner, due_candidates
 from outreach.send.dispatch import Dispatch
 from outreach.store import sql
 from outreach.store.db import session_scope
-from outreach.store.models import Arm, Campaign, Enrollment, Message, MessageKind, MessageStatus, Patient
+from outreach.store.models import Campaign, Enrollment, Message, MessageStatus
 from outreach.store.statuses import WAITING
 
 log = logging.getLogger(__name__)
 
-ENQUEUE_CHUNK = 20  # ids per Celery task: big enough to amortize a task, small enough to spread
+__all__ = [
+    "ENQUEUE_CHUNK",
+    "WAITING",
+    "TickResult",
+    "enqueue_due",
+    "enroll",
+    "plan_due_steps",
+    "plan_shard",
+    "prepare",
+    "tick",
+]
+
+ChunkDone = Callable[[Chunk], None]
+# A shard pass that wrote this many rows refreshes the planner's statistics of the tables it
+# filled (DESIGN.md §10): the next pass finds its work with hash joins only if PostgreSQL knows
+# how large enrollments and the outbox have become.
+ANALYZE_AFTER = 10_000
 
 
 @dataclass
@@ -59,6 +79,15 @@ class TickResult:
             "excluded": self.excluded,
         }
 
+    def add(self, other: TickResult) -> None:
+        for campaign_id, count in other.enrolled.items():
+            self.enrolled[campaign_id] = self.enrolled.get(campaign_id, 0) + count
+        self.planned += other.planned
+        self.canceled += other.canceled
+        self.queued += other.queued
+        self.gap_closed += other.gap_closed
+        self.excluded += other.excluded
+
 
 def planning_day(now: dt.datetime, settings: Settings) -> dt.date:
     """Campaign days (ages, look-backs, step offsets) are counted in the clinic's zone."""
@@ -72,211 +101,184 @@ def tick(
     settings: Settings,
     now: dt.datetime | None = None,
     dispatch: Dispatch | None = None,
+    chunk_done: ChunkDone | None = None,
 ) -> TickResult:
-    """Enroll, plan and enqueue; `now` is naive UTC. Returns what changed."""
+    """Enroll, plan and enqueue, every shard in this process; `now` is naive UTC. Returns what
+    changed. What is due is enqueued first, during the pass (`Enqueuer`) and at the end, so rows
+    that come due while a long pass runs go out on time."""
     now = now or utcnow()
-    result = TickResult()
-    with session_scope(engine) as session:
-        _take_planning_lock(session)
-        sync_campaigns(session, campaigns)
-        on = planning_day(now, settings)
-        # Issue #13: exclusions and closed care gaps found since the last tick (outreach/plan/endings.py).
-        endings = end_enrollments(session, campaigns, on, now, settings.attribution_days)
-        result.gap_closed, result.excluded = endings.gap_closed, endings.excluded
-        result.canceled = endings.canceled
-        for campaign in campaigns.values():
-            if campaign.is_active(on):
-                result.enrolled[campaign.id] = enroll(session, campaign, on, now)
-                planned, canceled = plan_due_steps(session, campaign, on, now, settings)
-                result.planned += planned
-                result.canceled += canceled
-            else:
-                result.canceled += cancel_pending(session, campaign.id, "campaign ended", now)
-        result.canceled += cancel_replied_reminders(session, campaigns, now)
-    result.queued = len(enqueue_due(engine, now, dispatch=dispatch))
+    result = prepare(engine, campaigns, settings=settings, now=now)
+    with Enqueuer(engine, now, dispatch) as enqueuer:
+
+        def after_chunk(chunk: Chunk) -> None:
+            enqueuer.run_once()
+            if chunk_done is not None:
+                chunk_done(chunk)
+
+        result.add(plan_shard(engine, campaigns, settings=settings, now=now, chunk_done=after_chunk))
+    result.queued += enqueuer.queued
     return result
 
 
-def _take_planning_lock(session: Session) -> None:
-    """Serialize planning so two schedulers never both use the same frequency-cap slot.
-
-    PostgreSQL: a transaction-scoped advisory lock, keyed by schema so tenants sharing a server do
-    not wait on each other; a second scheduler waits, then finds nothing left to plan. SQLite: a
-    write at the start of the transaction takes the database's single write lock.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(4242001, hashtext(current_schema()))"))
-    else:
-        session.execute(update(Campaign).where(literal(False)).values(name=Campaign.name))
-
-
-def sync_campaigns(session: Session, campaigns: dict[str, CampaignFile]) -> None:
-    """Keep the campaigns table (referenced by enrollments) in step with the files."""
-    for campaign in campaigns.values():
-        digest = hashlib.sha256(campaign.model_dump_json().encode()).hexdigest()
-        row = session.get(Campaign, campaign.id)
-        if row is None:
-            session.add(Campaign(id=campaign.id, name=campaign.name, content_hash=digest))
-        elif row.content_hash != digest or row.name != campaign.name:
-            row.name, row.content_hash, row.loaded_at = campaign.name, digest, utcnow()
-    session.flush()
-
-
-def enroll(session: Session, campaign: CampaignFile, on: dt.date, now: dt.datetime) -> int:
-    """One INSERT … SELECT of newly eligible patients; idempotent, honours the cool-down."""
-    eligible = eligible_patients(campaign, on).subquery()
-    prior = Enrollment.__table__.alias("prior")
-    previous_cycles = (
-        select(func.count())
-        .select_from(prior)
-        .where(prior.c.patient_id == eligible.c.id, prior.c.campaign_id == campaign.id)
-        .scalar_subquery()
-    )
-    blocking = [prior.c.patient_id == eligible.c.id, prior.c.campaign_id == campaign.id]
-    if campaign.re_enroll_after is not None:
-        blocking.append(prior.c.enrolled_on > campaign.re_enroll_after.before(on))
-    source = select(
-        eligible.c.id,
-        literal(campaign.id),
-        previous_cycles + 1,
-        literal(on),
-        literal(now),
-        eligible.c.language,
-        arm_column(campaign, previous_cycles + 1, eligible.c.id, sql.dialect_name(session)),  # issue #13
-    ).where(~exists().where(*blocking))
-    statement = (
-        sql.upsert(Enrollment, session)
-        .from_select(
-            ["patient_id", "campaign_id", "cycle", "enrolled_on", "enrolled_at", "language", "arm"], source
+def prepare(
+    engine: Engine, campaigns: dict[str, CampaignFile], *, settings: Settings, now: dt.datetime
+) -> TickResult:
+    """What a pass does once before its shards, in one short transaction: refuse texts that cannot
+    be rendered (before any work), record the campaigns, end the enrollments that new events
+    excluded or whose gap closed (outreach/plan/endings.py: set-based, and only when events, the
+    day or the file changed), and cancel what will never go out."""
+    on = planning_day(now, settings)
+    check_texts(active(campaigns, on), settings)
+    result = TickResult()
+    with session_scope(engine) as session:
+        _take_prepare_lock(session)
+        sync_campaigns(session, campaigns)
+        endings = end_enrollments(session, campaigns, on, now, settings.attribution_days)
+        result.gap_closed, result.excluded, result.canceled = (
+            endings.gap_closed,
+            endings.excluded,
+            endings.canceled,
         )
-        .on_conflict_do_nothing()
-        .returning(Enrollment.id)
-    )
-    return len(session.execute(statement).all())
+        for campaign in campaigns.values():
+            if not campaign.is_active(on):
+                result.canceled += cancel_pending(session, campaign.id, "campaign ended", now)
+        result.canceled += cancel_replied_reminders(session, campaigns, now)
+    return result
+
+
+def active(campaigns: dict[str, CampaignFile], on: dt.date) -> list[CampaignFile]:
+    return [campaign for campaign in campaigns.values() if campaign.is_active(on)]
+
+
+def check_texts(campaigns: Iterable[CampaignFile], settings: Settings) -> None:
+    """Render every step text of `campaigns` without a patient, so a setting a text needs and
+    that is not set (OUTREACH_CLINIC_NAME for `{clinic_name}`) stops the pass in its first
+    moment, naming the campaign, instead of after minutes of planning."""
+    for campaign in campaigns:
+        for step in campaign.steps:
+            for variant, _, texts in step.wordings():
+                for language, template in texts.items():
+                    try:
+                        render_parts(template, settings=settings, link=campaign.link)
+                    except UserError as exc:
+                        where = f"step {step.id}" + (f", variant {variant}" if variant else "")
+                        raise UserError(f"campaign {campaign.id}, {where} ({language}): {exc}") from None
+
+
+def plan_shard(
+    engine: Engine,
+    campaigns: dict[str, CampaignFile],
+    *,
+    settings: Settings,
+    now: dt.datetime,
+    shard: Shard = sharding.EVERY_BUCKET,
+    chunk_done: ChunkDone | None = None,
+) -> TickResult:
+    """Enroll and plan the shard's patients, a chunk (one transaction) at a time, only where there
+    is work. Buckets another planner is walking right now are left to it (PostgreSQL).
+    Idempotent: after a crash, the next pass plans exactly what the committed chunks lack."""
+    on = planning_day(now, settings)
+    planning = active(campaigns, on)
+    result = TickResult(enrolled={campaign.id: 0 for campaign in planning})
+    if not planning:
+        return result
+    with engine.connect() as conn:
+        mine = sharding.claim(conn, shard)
+        if mine.buckets != shard.buckets:
+            log.info("buckets of shard %s are being planned by another pass; left to it", shard.name)
+        try:
+            if mine.buckets:
+                for chunk in sharding.chunks_for(mine, _work(conn, planning, mine, on)):
+                    with Session(bind=conn) as session:
+                        sharding.begin_chunk(session.connection())
+                        result.add(plan_chunk(session, planning, chunk, on=on, now=now, settings=settings))
+                        session.commit()
+                    if chunk_done is not None:
+                        chunk_done(chunk)
+        finally:
+            sharding.release(conn, mine)
+    if sum(result.enrolled.values()) + result.planned + result.canceled >= ANALYZE_AFTER:
+        sql.analyze(engine, Enrollment.__table__, Message.__table__)  # type: ignore[arg-type]
+    return result
+
+
+def _work(conn: Connection, campaigns: list[CampaignFile], shard: Shard, on: dt.date) -> set[int]:
+    """The chunk ranges where a campaign has someone to enroll or a step to plan."""
+    starts: set[int] = set()
+    for campaign in campaigns:
+        starts |= sharding.id_ranges(conn, enroll_candidates(campaign, on, shard))
+        for index, step in enumerate(campaign.steps):
+            previous = campaign.steps[index - 1].id if index else None
+            starts |= sharding.id_ranges(conn, due_candidates(campaign, step, previous, on, shard))
+    conn.commit()
+    return starts
+
+
+def plan_chunk(
+    session: Session,
+    campaigns: list[CampaignFile],
+    chunk: Chunk | None,
+    *,
+    on: dt.date,
+    now: dt.datetime,
+    settings: Settings,
+) -> TickResult:
+    """Enroll the chunk's newly eligible patients in every campaign, then plan their due steps,
+    with one frequency-cap state across the campaigns."""
+    result = TickResult()
+    for campaign in campaigns:
+        result.enrolled[campaign.id] = enroll(session, campaign, on, now, chunk)
+    planner = StepPlanner(session, chunk, on=on, now=now, settings=settings)
+    for campaign in campaigns:
+        planned, canceled = planner.plan(campaign)
+        result.planned += planned
+        result.canceled += canceled
+    return result
 
 
 def plan_due_steps(
     session: Session, campaign: CampaignFile, on: dt.date, now: dt.datetime, settings: Settings
 ) -> tuple[int, int]:
-    """Create outbox rows for every step that has come due; returns (planned, canceled)."""
-    planned = canceled = 0
-    still_eligible = select(eligible_patients(campaign, on).subquery().c.id)
-    for index, step in enumerate(campaign.steps):
-        previous = campaign.steps[index - 1].id if index else None
-        rows = session.execute(_due_query(campaign, step, previous, on, still_eligible)).all()
-        if not rows:
-            continue
-        pacer = Pacer(settings.daily_cap, settings.weekly_cap)
-        pacer.load(session, (row.phone for row in rows), now)
-        values = [_outbox_row(row, campaign, step, previous, pacer, now, settings) for row in rows]
-        step_canceled = sum(1 for value in values if value["status"] == MessageStatus.canceled)
-        canceled += step_canceled
-        planned += len(values) - step_canceled
-        for start in range(0, len(values), 1000):
-            session.execute(
-                sql.upsert(Message, session).values(values[start : start + 1000]).on_conflict_do_nothing()
+    """Create outbox rows for every step of `campaign` that has come due, for every patient at once
+    (no chunk); returns (planned, canceled). The scheduler itself plans chunk by chunk."""
+    return StepPlanner(session, None, on=on, now=now, settings=settings).plan(campaign)
+
+
+def sync_campaigns(session: Session, campaigns: dict[str, CampaignFile]) -> None:
+    """Keep the campaigns table (referenced by enrollments) in step with the files; an upsert, so
+    passes starting at the same moment do not trip over each other's new rows."""
+    table = Campaign.__table__
+    for campaign in campaigns.values():
+        digest = hashlib.sha256(campaign.model_dump_json().encode()).hexdigest()
+        statement = sql.upsert(Campaign, session).values(
+            id=campaign.id, name=campaign.name, content_hash=digest, loaded_at=utcnow()
+        )
+        changed = (table.c.content_hash != digest) | (table.c.name != campaign.name)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[table.c.id],
+                set_={
+                    "name": campaign.name,
+                    "content_hash": digest,
+                    "loaded_at": statement.excluded.loaded_at,
+                },
+                where=changed,
             )
-    return planned, canceled
-
-
-def _due_query(
-    campaign: CampaignFile, step: Step, previous: str | None, on: dt.date, still_eligible: Select[Any]
-) -> Select[Any]:
-    """The open enrollments whose `step` has come due on `on` and has no outbox row yet, with what
-    deciding and rendering it needs: the patient, consent, eligibility now, and the status of the
-    previous step's row (the step is planned only once that row exists)."""
-    columns: list[Any] = [
-        Enrollment.id,
-        Enrollment.enrolled_on,
-        Enrollment.replied_at,
-        Enrollment.language,
-        Patient.first_name,
-        Patient.phone,
-        Patient.phone_zones,
-        Patient.timezone,
-        Patient.postal_code,
-        number_opted_out(Patient.phone).label("opted_out"),
-        Patient.id.in_(still_eligible).label("eligible"),
-    ]
-    query = (
-        select(*columns)
-        .join(Patient, Patient.id == Enrollment.patient_id)
-        .where(
-            Enrollment.campaign_id == campaign.id,
-            Enrollment.ended_at.is_(None),
-            Enrollment.arm == Arm.treated,  # a holdout is never texted (outreach/plan/holdout.py)
-            Enrollment.enrolled_on <= step.after.before(on),
-            ~exists().where(Message.enrollment_id == Enrollment.id, Message.step_id == step.id),
         )
-    )
-    if previous is not None:
-        prev_msg = Message.__table__.alias("prev")
-        query = query.add_columns(prev_msg.c.status).join(
-            prev_msg, and_(prev_msg.c.enrollment_id == Enrollment.id, prev_msg.c.step_id == previous)
-        )
-    return query
 
 
-def _outbox_row(
-    row: Any,
-    campaign: CampaignFile,
-    step: Step,
-    previous: str | None,
-    pacer: Pacer,
-    now: dt.datetime,
-    settings: Settings,
-) -> dict[str, object]:
-    """One due row's outbox values: rendered in the patient's language, then either canceled with
-    the reason or planned at the first slot the window and the frequency cap allow (recorded in
-    `pacer`, so the next patient sharing the number is placed after it)."""
-    variant, texts = variant_for(row.id, step)  # issue #13: the step's wording and tracked link
-    _, template = campaign.text_for(texts, row.language)
-    token, link = links.for_template(campaign, template, settings)
-    body = render(template, first_name=row.first_name, settings=settings, link=link)
-    record: dict[str, object] = {
-        "variant": variant,
-        "link_token": token,
-        "enrollment_id": row.id,
-        "step_id": step.id,
-        "kind": MessageKind.outreach,
-        "phone": row.phone,
-        "body": body,
-        "segments": count_segments(body).segments,
-        "planned_at": now,
-        "updated_at": now,
-        "canceled_at": None,
-        "cancel_reason": None,
-    }
-    reason = _cancel_reason(row, step.only_if, previous)
-    if reason:
-        return record | {
-            "status": MessageStatus.canceled,
-            "send_at": now,
-            "canceled_at": now,
-            "cancel_reason": reason,
-        }
-    who = recipient(row.phone, row.timezone, row.phone_zones, row.postal_code, settings.default_timezone)
-    earliest = max(now, _local_midnight_utc(step.after.after(row.enrolled_on), who.zones[0]))
-    send_at = pacer.place(who, earliest, campaign.send_window)
-    pacer.record(row.phone, send_at)
-    return record | {"status": MessageStatus.planned, "send_at": send_at}
+def _take_prepare_lock(session: Session) -> None:
+    """Serialize the short part of a pass that runs once before the shards (recording campaigns,
+    cancelling), so two passes never update the same outbox rows in opposite orders. Held only for
+    that transaction; planning itself locks per shard (shards.py), enqueueing not at all.
 
-
-def _cancel_reason(row: Any, only_if: str | None, previous: str | None) -> str | None:
-    """Why a due step must not go out, or None; checked in this order so the funnel names the cause."""
-    if row.opted_out:
-        return "opted out"
-    if not row.eligible:
-        return "no longer eligible"
-    if only_if == "no_reply" and row.replied_at is not None:
-        return "replied"
-    if previous is not None and row.status in (MessageStatus.canceled, MessageStatus.failed):
-        return f"previous step {row.status}"
-    return None
-
-
-def _local_midnight_utc(day: dt.date, zone: str) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(0), ZoneInfo(zone)).astimezone(dt.UTC).replace(tzinfo=None)
+    PostgreSQL: a transaction-scoped advisory lock, keyed by schema so tenants sharing a server do
+    not wait on each other. SQLite: a write at the start of the transaction takes the database's
+    single write lock."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(4242001, hashtext(current_schema()))"))
+    else:
+        sharding.begin_chunk(session.connection())
 
 
 def cancel_pending(session: Session, campaign_id: str, reason: str, now: dt.datetime) -> int:
@@ -314,39 +316,3 @@ def cancel_replied_reminders(session: Session, campaigns: dict[str, CampaignFile
         )
         canceled += sql.rowcount(result)
     return canceled
-
-
-def enqueue_due(
-    engine: Engine, now: dt.datetime, *, dispatch: Dispatch | None, batch: int = 5000
-) -> list[int]:
-    """Move due rows `planned → queued` and hand their ids to the workers, in chunks.
-
-    The status change commits before dispatch: a crash in between leaves `queued` rows that the
-    sweeper re-dispatches, never rows that were sent without being recorded.
-    """
-    queued: list[int] = []
-    while True:
-        with session_scope(engine) as session:
-            due = (
-                select(Message.id)
-                .where(Message.status == MessageStatus.planned, Message.send_at <= now)
-                .order_by(Message.send_at, Message.id)
-                .limit(batch)
-            )
-            ids = list(
-                session.scalars(
-                    update(Message)
-                    .where(Message.id.in_(due), Message.status == MessageStatus.planned)
-                    .values(status=MessageStatus.queued, queued_at=now, updated_at=now)
-                    .returning(Message.id)
-                )
-            )
-        if not ids:
-            return queued
-        ids.sort()
-        queued.extend(ids)
-        if dispatch is not None:
-            for start in range(0, len(ids), ENQUEUE_CHUNK):
-                dispatch(ids[start : start + ENQUEUE_CHUNK])
-        if len(ids) < batch:
-            return queued
