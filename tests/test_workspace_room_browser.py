@@ -1,0 +1,38 @@
+"""The control room's pages in a real browser (the inbox's setup: chromium, a real `outreach web`
+process, axe-core): users, the audit log and opt-outs, each driven through its real form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from outreach.store.db import session_scope
+from outreach.store.models import AuditEntry, User
+from tests.browser_support import assert_accessible
+from tests.test_workspace_browser import _sign_in, browser, page, web  # noqa: F401  (fixtures)
+
+
+def test_an_admin_adds_and_disables_an_account(page: Any, engine: Engine) -> None:  # noqa: F811
+    _sign_in(page, engine, "admin@example.org", "admin")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
+    page.wait_for_url("**/app/users")
+    assert_accessible(page, "users page")
+    page.get_by_label("Email", exact=True).fill("nurse@example.org")
+    page.get_by_label("Role").select_option("coordinator")
+    page.get_by_label("First password (at least 12 characters)").fill("a long first password")
+    page.get_by_test_id("user-add").click()
+    page.get_by_role("status").get_by_text("Account added").wait_for()
+    row = page.locator('[data-testid="user-row"][data-email="nurse@example.org"]')
+    assert row.get_attribute("data-state") == "active"
+    row.get_by_test_id("user-disable").click()
+    page.get_by_role("status").get_by_text("Account disabled").wait_for()
+    assert row.get_attribute("data-state") == "disabled"
+    assert_accessible(page, "users page after a change")
+    with session_scope(engine) as session:
+        user = session.scalar(select(User).where(User.email == "nurse@example.org"))
+        assert user is not None and user.disabled and user.role == "coordinator"
+        actions = set(
+            session.scalars(select(AuditEntry.action).where(AuditEntry.actor == "admin@example.org"))
+        )
+    assert {"user_add", "user_disable"} <= actions
