@@ -3,12 +3,15 @@ process, axe-core): users, the audit log and opt-outs, each driven through its r
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import Engine, select
 
+from outreach.listen.consent import record_opt_out
 from outreach.store.db import session_scope
 from outreach.store.models import AuditEntry, User
+from outreach.team.audit import audit
 from tests.browser_support import assert_accessible
 from tests.test_workspace_browser import _sign_in, browser, page, web  # noqa: F401  (fixtures)
 
@@ -36,3 +39,26 @@ def test_an_admin_adds_and_disables_an_account(page: Any, engine: Engine) -> Non
             session.scalars(select(AuditEntry.action).where(AuditEntry.actor == "admin@example.org"))
         )
     assert {"user_add", "user_disable"} <= actions
+
+
+def test_an_admin_filters_the_audit_log(page: Any, engine: Engine) -> None:  # noqa: F811
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    with session_scope(engine) as session:
+        record_opt_out(session, "+16175550177", by="STOP", at=now)
+        audit(session, "ann@example.org", "close", "conversation x", now)
+    _sign_in(page, engine, "admin@example.org", "admin")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()
+    page.wait_for_url("**/app/audit")
+    assert_accessible(page, "audit page")
+    assert "+16175550177" not in page.content() and "+1********77" in page.content()
+    page.get_by_label("Action").select_option("opt_out")
+    page.get_by_test_id("audit-filter").click()
+    page.wait_for_url("**/app/audit?*action=opt_out*")
+    assert page.get_by_test_id("audit-row").count() == 1
+    page.get_by_label("Action").select_option("")
+    page.get_by_label("User").fill("ann@example.org")
+    page.get_by_test_id("audit-filter").click()
+    page.wait_for_url("**/app/audit?actor=ann*")
+    rows = page.get_by_test_id("audit-row")
+    assert rows.count() == 1 and rows.first.get_attribute("data-action") == "close"
+    assert_accessible(page, "audit page, filtered")
