@@ -1,5 +1,6 @@
 """The control room's pages in a real browser (the inbox's setup: chromium, a real `outreach web`
-process, axe-core): users, the audit log and opt-outs, each driven through its real form."""
+process, axe-core on every page and state): users, the audit log and opt-outs, each driven
+through its real form."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from outreach.listen.consent import record_opt_out
+from outreach.listen.consent import is_opted_out, record_opt_out
 from outreach.store.db import session_scope
-from outreach.store.models import AuditEntry, User
+from outreach.store.models import AuditEntry, Patient, User
 from outreach.team.audit import audit
 from tests.browser_support import assert_accessible
 from tests.test_workspace_browser import _sign_in, browser, page, web  # noqa: F401  (fixtures)
@@ -62,3 +63,50 @@ def test_an_admin_filters_the_audit_log(page: Any, engine: Engine) -> None:  # n
     rows = page.get_by_test_id("audit-row")
     assert rows.count() == 1 and rows.first.get_attribute("data-action") == "close"
     assert_accessible(page, "audit page, filtered")
+
+
+def test_a_coordinator_opts_out_and_releases_with_consent(page: Any, engine: Engine) -> None:  # noqa: F811
+    with session_scope(engine) as session:
+        session.add(
+            Patient(
+                mrn="m-77",
+                first_name="Ana",
+                last_name="Lopez",
+                birth_date=dt.date(1960, 1, 1),
+                sex="f",
+                phone="+16175550177",
+            )
+        )
+    _sign_in(page, engine, "coord@example.org", "coordinator")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Opt-outs").click()
+    page.wait_for_url("**/app/optouts")
+    assert_accessible(page, "opt-outs page")
+    page.get_by_label("Name, mrn or last four digits").fill("0177")
+    page.get_by_test_id("optout-search-submit").click()
+    found = page.get_by_test_id("optout-found")
+    assert found.count() == 1 and found.get_attribute("data-state") == "in"
+    assert "+16175550177" not in page.content()
+    assert_accessible(page, "opt-outs search results")
+    found.get_by_label("Reason (how the patient asked)").fill("asked by phone")
+    found.get_by_test_id("optout-add").click()
+    page.get_by_role("status").get_by_text("Opted out").wait_for()
+    assert page.get_by_test_id("optout-row").count() == 1
+    with session_scope(engine) as session:
+        assert is_opted_out(session, "+16175550177")
+    page.get_by_label("Name, mrn or last four digits").fill("lopez")
+    page.get_by_test_id("optout-search-submit").click()
+    found = page.get_by_test_id("optout-found")
+    assert found.get_attribute("data-state") == "out"
+    found.get_by_test_id("optout-remove").click()  # no consent given: the browser keeps the form
+    assert found.get_by_test_id("optout-reason").evaluate("el => el.validity.valueMissing")
+    found.get_by_test_id("optout-reason").fill("patient asked at the front desk, 11/30, to J. Wu")
+    found.get_by_test_id("optout-remove").click()
+    page.get_by_role("status").get_by_text("Opt-out removed").wait_for()
+    assert page.get_by_test_id("optout-row").count() == 0
+    assert_accessible(page, "opt-outs page after a release")
+    with session_scope(engine) as session:
+        assert not is_opted_out(session, "+16175550177")
+        actors = set(
+            session.scalars(select(AuditEntry.actor).where(AuditEntry.action.in_(["opt_out", "opt_in"])))
+        )
+    assert actors == {"coord@example.org"}

@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from starlette.types import ASGIApp
 
-from outreach.apps.web.workspace import audit_log, auth, conversation, inbox, users
+from outreach.apps.web.workspace import audit_log, auth, conversation, inbox, optouts, users
 from outreach.apps.web.workspace.guard import Forbidden, Gate, Redirect, SecurityHeaders
 from outreach.apps.web.workspace.render import STATIC, Pages
 from outreach.campaigns import CampaignFile
@@ -49,7 +49,14 @@ def create_workspace(
     app.state.campaigns = campaigns
     app.state.dispatch = dispatch
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for router in (auth.router, inbox.router, conversation.router, users.router, audit_log.router):
+    for router in (
+        auth.router,
+        inbox.router,
+        conversation.router,
+        users.router,
+        audit_log.router,
+        optouts.router,
+    ):
         app.include_router(router)
 
     @app.exception_handler(Redirect)
