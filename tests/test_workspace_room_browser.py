@@ -1,20 +1,21 @@
 """The control room's pages in a real browser (the inbox's setup: chromium, a real `outreach web`
-process, axe-core on every page and state): users, the audit log and opt-outs, each driven
+process, axe-core on every page and state): users, the audit log, opt-outs and the roster upload, each driven
 through its real form."""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from outreach.listen.consent import is_opted_out, record_opt_out
 from outreach.store.db import session_scope
 from outreach.store.models import AuditEntry, Patient, User
 from outreach.team.audit import audit
 from tests.browser_support import assert_accessible
-from tests.test_workspace_browser import _sign_in, browser, page, web  # noqa: F401  (fixtures)
+from tests.test_workspace_browser import ROOT, _sign_in, browser, page, web  # noqa: F401  (fixtures)
 
 
 def test_an_admin_adds_and_disables_an_account(page: Any, engine: Engine) -> None:  # noqa: F811
@@ -110,3 +111,33 @@ def test_a_coordinator_opts_out_and_releases_with_consent(page: Any, engine: Eng
             session.scalars(select(AuditEntry.actor).where(AuditEntry.action.in_(["opt_out", "opt_in"])))
         )
     assert actors == {"coord@example.org"}
+
+
+def test_a_coordinator_uploads_the_sample_roster_then_a_bad_one_and_its_report(
+    page: Any,  # noqa: F811
+    engine: Engine,
+    tmp_path: Path,
+) -> None:
+    _sign_in(page, engine, "coord@example.org", "coordinator")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Roster").click()
+    page.wait_for_url("**/app/roster")
+    assert_accessible(page, "roster page")
+    page.get_by_test_id("roster-file").set_input_files(str(ROOT / "samples" / "roster.csv"))
+    page.get_by_test_id("roster-submit").click()
+    page.get_by_test_id("roster-result").wait_for()
+    assert page.get_by_test_id("roster-accepted").inner_text() == "60"
+    assert page.get_by_test_id("roster-inserted").inner_text() == "60"
+    assert page.get_by_test_id("roster-rejected").inner_text() == "0"
+    assert_accessible(page, "roster page with a result")
+    bad = tmp_path / "bad.csv"
+    bad.write_text('mrn,first_name,birth_date,sex,phone\nB1,Ana,1960-01-01,female,"=HYPERLINK(""x"")"\n')
+    page.get_by_test_id("roster-file").set_input_files(str(bad))
+    page.get_by_test_id("roster-submit").click()
+    page.get_by_test_id("roster-rejected").get_by_text("1").wait_for()
+    with page.expect_download() as download:
+        page.get_by_test_id("roster-report").click()
+    report = Path(download.value.path()).read_text()
+    assert report.startswith("line,column,value,reason") and "'=HYPERLINK" in report
+    assert_accessible(page, "roster page with rejected rows")
+    with session_scope(engine) as session:
+        assert session.scalar(select(func.count()).select_from(Patient)) == 60
