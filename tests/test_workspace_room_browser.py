@@ -122,9 +122,14 @@ def test_a_coordinator_uploads_the_sample_roster_then_a_bad_one_and_its_report(
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Roster").click()
     page.wait_for_url("**/app/roster")
     assert_accessible(page, "roster page")
+    page.evaluate(  # what the bar showed while the file went up (htmx's progress events)
+        "window.seen = []; document.addEventListener('htmx:xhr:progress', () =>"
+        " window.seen.push(document.getElementById('roster-progress').value))"
+    )
     page.get_by_test_id("roster-file").set_input_files(str(ROOT / "samples" / "roster.csv"))
     page.get_by_test_id("roster-submit").click()
     page.get_by_test_id("roster-result").wait_for()
+    assert page.evaluate("window.seen")[-1] == 100  # the same document: swapped by htmx, no reload
     assert page.get_by_test_id("roster-accepted").inner_text() == "60"
     assert page.get_by_test_id("roster-inserted").inner_text() == "60"
     assert page.get_by_test_id("roster-rejected").inner_text() == "0"
@@ -139,5 +144,10 @@ def test_a_coordinator_uploads_the_sample_roster_then_a_bad_one_and_its_report(
     report = Path(download.value.path()).read_text()
     assert report.startswith("line,column,value,reason") and "'=HYPERLINK" in report
     assert_accessible(page, "roster page with rejected rows")
+    notes = tmp_path / "notes.csv"
+    notes.write_text("name,age\nAna,60\n")
+    page.get_by_test_id("roster-file").set_input_files(str(notes))
+    page.get_by_test_id("roster-submit").click()
+    assert "mrn" in page.get_by_test_id("roster-error").inner_text()  # a 400, swapped in with its reason
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(Patient)) == 60

@@ -10,6 +10,8 @@ what the import did, with the rejected rows as a downloadable report.
 - Reports live in one folder under the system temp dir, so any web worker serves the download;
   each is named by a random token and the uploader's id (only they can fetch it) and kept an hour.
 - Audited as `roster_upload` with the file's name, size and the counts.
+- The form is sent by htmx so static/roster.js can draw the upload's progress bar; the answer is
+  the same page either way (a plain POST without script).
 """
 
 from __future__ import annotations
