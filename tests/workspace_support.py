@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
+from collections.abc import Iterator
 
 import pyotp
 from fastapi.testclient import TestClient
@@ -111,3 +113,17 @@ def patient(
         session.add(row)
         session.flush()
         return row.id
+
+
+@contextlib.contextmanager
+def workspace_client(engine: Engine, clock: Clock) -> Iterator[TestClient]:
+    """The whole web app (webhooks and workspace) over the test database, with no campaigns."""
+    from outreach.apps.web.app import create_app
+    from outreach.config import get_settings
+
+    settings = get_settings().model_copy(
+        update={"twilio_auth_token": "t" * 32, "public_url": "http://127.0.0.1:8000"}
+    )
+    app = create_app(settings, engine=engine, campaigns={}, clock=clock, dispatch=lambda ids: None)
+    with TestClient(app) as client:
+        yield client

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from outreach.errors import UserError
@@ -154,3 +154,53 @@ def remove_opt_out(
     if not change.changed:  # opted in by someone else between the two statements
         raise OptOutRefused(f"{mask(phone)} is not opted out; nothing to remove")
     return OptOutChange(phone=phone, changed=True, previous=previous)
+
+
+def patient_number(session: Session, mrn: str) -> str | None:
+    """The number on file for the patient with `mrn` (E.164), to opt out or release by patient."""
+    return session.scalar(select(Patient.phone).where(Patient.mrn == mrn.strip()))
+
+
+def shown_as(session: Session, masked: str) -> list[OptOutRow]:
+    """The opted-out numbers a masked number (as lists show it, +1********23) may stand for: staff
+    act on what they can see, and more than one match means they must say which."""
+    return [row for row in list_opt_outs(session) if mask(row.phone) == masked.strip()]
+
+
+SEARCH_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class Found:
+    """A patient found by name, mrn or the last four digits of the number, with its number's state."""
+
+    mrn: str
+    name: str
+    phone: str  # E.164: callers show it masked
+    opt_out: OptOutRow | None  # in force now, or None when the number may be texted
+
+
+def search(session: Session, query: str) -> list[Found]:
+    """Patients whose mrn is `query`, whose number ends with it (four digits), or whose names start
+    with its words (each word matching the first or the last name); at most SEARCH_LIMIT."""
+    words = query.strip().split()
+    if not words:
+        return []
+    matches = [Patient.mrn == query.strip()]
+    if len(words) == 1 and words[0].isdigit() and len(words[0]) == 4:
+        matches.append(Patient.phone.like(f"%{words[0]}"))
+    by_name = [
+        or_(
+            func.lower(Patient.first_name).startswith(w.lower(), autoescape=True),
+            func.lower(Patient.last_name).startswith(w.lower(), autoescape=True),
+        )
+        for w in words
+    ]
+    matches.append(and_(*by_name))
+    stmt = select(Patient).where(or_(*matches)).order_by(Patient.last_name, Patient.first_name, Patient.mrn)
+    patients = list(session.scalars(stmt.limit(SEARCH_LIMIT)))
+    out = {row.phone: row for row in list_opt_outs(session)} if patients else {}
+    return [
+        Found(p.mrn, f"{p.first_name} {p.last_name or ''}".strip(), p.phone, out.get(p.phone))
+        for p in patients
+    ]

@@ -191,11 +191,9 @@ def optouts_remove(number: str | None, mrn: str | None, by: str, reason: str) ->
 
 def _patient_phone(session: Session, mrn: str) -> str:
     """The number on file for a patient (E.164)."""
-    from sqlalchemy import select
+    from outreach.listen.optouts import patient_number
 
-    from outreach.store.models import Patient
-
-    phone = session.scalar(select(Patient.phone).where(Patient.mrn == mrn.strip()))
+    phone = patient_number(session, mrn)
     if phone is None:
         raise UserError(f"--mrn: no patient with mrn {mrn!r}; check it against `outreach optouts list`")
     return phone
@@ -203,12 +201,11 @@ def _patient_phone(session: Session, mrn: str) -> str:
 
 def _listed_number(session: Session, number: str) -> str:
     """A number as typed in full, or masked as the list shows it (one opted-out number must match)."""
-    from outreach.listen.optouts import list_opt_outs
-    from outreach.phones import mask
+    from outreach.listen.optouts import shown_as
 
     if "*" not in number:
         return number
-    matches = [row for row in list_opt_outs(session) if mask(row.phone) == number.strip()]
+    matches = shown_as(session, number)
     if len(matches) == 1:
         return matches[0].phone
     if not matches:

@@ -2,7 +2,8 @@
 
 - guard.py: security headers, the session, CSRF, role checks (`need(role)`)
 - auth.py: sign-in, TOTP enrolment and codes, sign-out
-- inbox.py, conversation.py: the pages; render.py: Jinja2; templates/ and static/ (htmx, CSS)
+- inbox.py, conversation.py: the inbox; users.py, audit_log.py, optouts.py, roster.py: the control room
+- render.py: Jinja2; templates/ and static/ (htmx, CSS)
 
 The rules live in outreach/team/ (no HTTP there). The workspace is its own FastAPI app mounted at
 /app, so its middleware (the security headers) wraps only its own pages: the webhooks never pass
@@ -19,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from starlette.types import ASGIApp
 
-from outreach.apps.web.workspace import auth, conversation, inbox
+from outreach.apps.web.workspace import audit_log, auth, conversation, inbox, optouts, roster, users
 from outreach.apps.web.workspace.guard import Forbidden, Gate, Redirect, SecurityHeaders
 from outreach.apps.web.workspace.render import STATIC, Pages
 from outreach.campaigns import CampaignFile
@@ -48,7 +49,15 @@ def create_workspace(
     app.state.campaigns = campaigns
     app.state.dispatch = dispatch
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for router in (auth.router, inbox.router, conversation.router):
+    for router in (
+        auth.router,
+        inbox.router,
+        conversation.router,
+        users.router,
+        audit_log.router,
+        optouts.router,
+        roster.router,
+    ):
         app.include_router(router)
 
     @app.exception_handler(Redirect)
