@@ -5,7 +5,6 @@ time, and no frequency cap."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, select
@@ -15,7 +14,6 @@ from outreach.listen.consent import record_opt_out
 from outreach.plan.scheduler import enqueue_due
 from outreach.providers.twilio import TwilioProvider
 from outreach.sandbox.server import SandboxServer
-from outreach.sandbox.state import SandboxConfig
 from outreach.send.batch import send_batch
 from outreach.send.ratelimit import NoLimit
 from outreach.store.db import session_scope
@@ -29,21 +27,9 @@ TUESDAY_08 = dt.datetime(2026, 11, 24, 13, 0)  # 08:00 in New York
 
 
 @pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    server = SandboxServer(
-        "AC" + "2" * 32, "sandbox-token", config=SandboxConfig(sent_after_s=0, delivered_after_s=0)
-    )
-    with server:
-        yield server
-
-
-@pytest.fixture
-def settings(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> Settings:
-    monkeypatch.setenv("TWILIO_ACCOUNT_SID", sandbox.account_sid)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", sandbox.auth_token)
-    monkeypatch.setenv("TWILIO_FROM_NUMBER", "+16175550000")
-    monkeypatch.setenv("OUTREACH_TWILIO_API_URL", sandbox.url)
-    get_settings.cache_clear()
+def settings(twilio_env: SandboxServer, engine: Engine) -> Settings:
+    """The shared sandbox (tests/sandbox_fixtures.py), answering at once."""
+    twilio_env.configure(sent_after_s=0, delivered_after_s=0)
     return get_settings()
 
 
