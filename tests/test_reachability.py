@@ -9,7 +9,6 @@ database.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from outreach.listen import status
 from outreach.plan import scheduler
 from outreach.providers.twilio import TwilioProvider
 from outreach.sandbox.server import SandboxServer
-from outreach.sandbox.state import SandboxConfig
 from outreach.send import batch, reachability
 from outreach.send.ratelimit import NoLimit
 from outreach.store.db import session_scope
@@ -38,19 +36,9 @@ MOBILE = "+16175550102"
 
 
 @pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    config = SandboxConfig(sent_after_s=0, delivered_after_s=0)
-    with SandboxServer("AC" + "5" * 32, "reach-token", config=config) as server:
-        yield server
-
-
-@pytest.fixture
-def settings(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> Settings:
-    monkeypatch.setenv("TWILIO_ACCOUNT_SID", sandbox.account_sid)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", sandbox.auth_token)
-    monkeypatch.setenv("TWILIO_FROM_NUMBER", "+16175550000")
-    monkeypatch.setenv("OUTREACH_TWILIO_API_URL", sandbox.url)
-    get_settings.cache_clear()
+def settings(twilio_env: SandboxServer, engine: Engine) -> Settings:
+    """The shared sandbox (tests/sandbox_fixtures.py), answering at once."""
+    twilio_env.configure(sent_after_s=0, delivered_after_s=0)
     return get_settings()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine, select
@@ -20,7 +20,6 @@ from outreach.plan import scheduler
 from outreach.providers.base import Provider, ProviderMessage
 from outreach.providers.twilio import TwilioProvider
 from outreach.sandbox.server import SandboxServer
-from outreach.sandbox.state import SandboxConfig
 from outreach.send import batch, sweeper
 from outreach.send.ratelimit import LocalRateLimiter, NoLimit, RateLimiter
 from outreach.store.db import session_scope
@@ -33,21 +32,9 @@ CAMPAIGNS = {CAMPAIGN.id: CAMPAIGN}
 
 
 @pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    server = SandboxServer(
-        "AC" + "1" * 32, "sandbox-token", config=SandboxConfig(sent_after_s=0, delivered_after_s=0)
-    )
-    with server:
-        yield server
-
-
-@pytest.fixture
-def settings(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> Settings:
-    monkeypatch.setenv("TWILIO_ACCOUNT_SID", sandbox.account_sid)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", sandbox.auth_token)
-    monkeypatch.setenv("TWILIO_FROM_NUMBER", "+16175550000")
-    monkeypatch.setenv("OUTREACH_TWILIO_API_URL", sandbox.url)
-    get_settings.cache_clear()
+def settings(twilio_env: SandboxServer, engine: Engine) -> Settings:
+    """The shared sandbox (tests/sandbox_fixtures.py), answering at once."""
+    twilio_env.configure(sent_after_s=0, delivered_after_s=0)
     return get_settings()
 
 

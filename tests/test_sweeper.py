@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner
@@ -30,7 +29,7 @@ from outreach.errors import UserError
 from outreach.plan import scheduler
 from outreach.providers.twilio import TwilioProvider
 from outreach.sandbox.server import SandboxServer
-from outreach.sandbox.state import DeliveryOutcome, SandboxConfig
+from outreach.sandbox.state import DeliveryOutcome
 from outreach.send import batch, reachability, sweeper
 from outreach.send.ratelimit import NoLimit
 from outreach.store.db import session_scope
@@ -44,19 +43,9 @@ LATER = NOW + dt.timedelta(minutes=16)  # past OUTREACH_SWEEP_STATUS_AFTER (15 m
 
 
 @pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    config = SandboxConfig(sent_after_s=0, delivered_after_s=0)
-    with SandboxServer("AC" + "7" * 32, "sweep-token", config=config) as server:
-        yield server
-
-
-@pytest.fixture
-def settings(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> Settings:
-    monkeypatch.setenv("TWILIO_ACCOUNT_SID", sandbox.account_sid)
-    monkeypatch.setenv("TWILIO_AUTH_TOKEN", sandbox.auth_token)
-    monkeypatch.setenv("TWILIO_FROM_NUMBER", "+16175550000")
-    monkeypatch.setenv("OUTREACH_TWILIO_API_URL", sandbox.url)
-    get_settings.cache_clear()
+def settings(twilio_env: SandboxServer, engine: Engine) -> Settings:
+    """The shared sandbox (tests/sandbox_fixtures.py), answering at once."""
+    twilio_env.configure(sent_after_s=0, delivered_after_s=0)
     return get_settings()  # no OUTREACH_PUBLIC_URL: no status callback ever reaches us
 
 
