@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/roster_upload.py                  # 1,000,000 rows
     .venv/bin/python bench/roster_upload.py --rows 100000
+    .venv/bin/python bench/roster_upload.py --bad-every 2     # half the rows rejected
 
 Gets a fresh PostgreSQL schema (dropped at the end, even on failure), writes a seeded roster with
 samples/generate.py's streaming writer into a temporary folder and appends a few deliberately bad
 rows (a repeated mrn, a bad birth date, a bad phone, no first name, a misshapen record), so the
-page's rejected count is checked too. It then starts `outreach web` as an operator does, adds a
+page's rejected count is checked too (`--bad-every K` also breaks every K-th generated row's birth
+date, for a roster with many rejects). It then starts `outreach web` as an operator does, adds a
 coordinator with `outreach users add --json`, signs in over HTTP as a browser does (the sign-in
 form with its CSRF token, then the TOTP code computed from the secret the enrolment page shows),
 and posts the file to `/app/roster` as a streamed multipart body (httpx reads the file in chunks).
@@ -20,6 +22,7 @@ reported, not asserted. Prints one JSON object and, last, a one-line summary.
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 import os
@@ -45,7 +48,7 @@ from webhooks import DEFAULT_BROKER, _count_errors, _server, _server_env  # noqa
 
 from outreach.store import db as dbmod  # noqa: E402
 from outreach.store.models import AuditEntry, Patient  # noqa: E402
-from samples.generate import mrn_for, write_roster  # noqa: E402
+from samples.generate import ROSTER_HEADER, mrn_for, roster_rows, write_roster  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGET_MB = 300.0
@@ -70,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default=DEFAULT_PG, help="PostgreSQL server (a schema is made)")
     parser.add_argument("--broker-url", default=DEFAULT_BROKER, help="for /healthz only; nothing is queued")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the file, bad ones included")
+    parser.add_argument(
+        "--bad-every",
+        type=int,
+        metavar="K",
+        help="also break the birth date of every K-th generated row (a roster with many rejects)",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--interval", type=float, default=0.1, help="RSS sampling period, seconds")
     parser.add_argument("--keep-log", type=Path, metavar="FILE", help="copy the server's log here")
@@ -88,8 +97,7 @@ def run(engine: Engine, url: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp:
         roster = Path(tmp) / "roster.csv"
         started = time.perf_counter()
-        good = args.rows - len(BAD_ROWS)
-        write_roster(roster, good, args.seed)
+        write_file(roster, args.rows - len(BAD_ROWS), args.seed, args.bad_every)
         with roster.open("a", encoding="utf-8") as handle:
             handle.write("\n".join(BAD_ROWS) + "\n")
         generate_s = time.perf_counter() - started
@@ -130,9 +138,10 @@ def run(engine: Engine, url: str, args: argparse.Namespace) -> dict[str, Any]:
             "web_vm_hwm_reset_before_upload": hwm_reset,
             **sampler.figures(),
         },
+        "bad_every": args.bad_every,
         "counts": upload.counts,
-        "expected": expected(args.rows),
-        "database_check": database_check(engine, args.rows),
+        "expected": expected(args.rows, args.bad_every),
+        "database_check": database_check(engine, expected(args.rows, args.bad_every)["accepted"]),
         "server_log_errors": server_errors,
         "load_average_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
         "targets": {"peak_rss_mb": TARGET_MB},
@@ -240,18 +249,36 @@ def post_roster(client: httpx.Client, roster: Path, csrf: str) -> Upload:
     return Upload(response.status_code, seconds, sent, counts, len(response.content), error)
 
 
-def expected(rows: int) -> dict[str, int]:
-    bad = len(BAD_ROWS)
+def write_file(path: Path, rows: int, seed: int, bad_every: int | None) -> None:
+    """The seeded roster (samples/generate.py streams it); with `bad_every`, every K-th row's birth
+    date is made impossible, so that row is rejected."""
+    if not bad_every:
+        write_roster(path, rows, seed)
+        return
+    at = ROSTER_HEADER.index("birth_date")
+    broken = (
+        (*row[:at], "1960-13-45", *row[at + 1 :]) if i % bad_every == bad_every - 1 else row
+        for i, row in enumerate(roster_rows(rows, seed))
+    )
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(ROSTER_HEADER)
+        writer.writerows(broken)
+
+
+def expected(rows: int, bad_every: int | None = None) -> dict[str, int]:
+    generated = rows - len(BAD_ROWS)
+    bad = len(BAD_ROWS) + (generated // bad_every if bad_every else 0)
     return {"accepted": rows - bad, "rejected": bad, "inserted": rows - bad, "updated": 0}
 
 
-def database_check(engine: Engine, rows: int) -> dict[str, Any]:
+def database_check(engine: Engine, accepted: int) -> dict[str, Any]:
     with engine.connect() as conn:
         patients = conn.scalar(select(func.count()).select_from(Patient))
         audited = list(conn.scalars(select(AuditEntry.detail).where(AuditEntry.action == "roster_upload")))
     return {
         "patients": patients,
-        "patients_expected": rows - len(BAD_ROWS),
+        "patients_expected": accepted,
         "roster_upload_audited": len(audited) == 1,
         "audit_detail": audited[0] if audited else None,
     }
