@@ -125,6 +125,7 @@ def write_errors_csv(path: Path, errors: Iterable[RowError]) -> None:
 
 ERRORS_KEPT = 1000  # problems an import that writes its report as it goes keeps in memory
 _FLUSH_EVERY = 5000
+_CACHE_KB = 2048
 
 
 class ErrorSpool:
@@ -145,8 +146,13 @@ class ErrorSpool:
         self._pending: list[RowError] = []
         self._lock = threading.Lock()
         self._spill = Spill()
+        # Kept in (line, arrival) order as it is written, so the report needs no sort at the end
+        # (SQLite would sort in memory: temp_store is MEMORY); written once and read once, it
+        # needs little page cache.
+        self._spill.db.execute(f"PRAGMA cache_size = -{_CACHE_KB}")
         self._spill.db.execute(
-            "CREATE TABLE problems (line INTEGER, seq INTEGER, col TEXT, value TEXT, reason TEXT)"
+            "CREATE TABLE problems (line INTEGER, seq INTEGER, col TEXT, value TEXT, reason TEXT,"
+            " PRIMARY KEY (line, seq)) WITHOUT ROWID"
         )
 
     def append(self, error: RowError, /) -> None:
