@@ -174,3 +174,12 @@ def mask(e164: str) -> str:
     if len(e164) <= 4:
         return "*" * len(e164)
     return e164[:2] + "*" * (len(e164) - 4) + e164[-2:]
+
+
+# A number inside free text in a stored form: E.164 (webhooks, the outbox) or a bare run of digits.
+_NUMBER_IN_TEXT = re.compile(r"\+\d{7,15}\b|\b\d{10,15}\b")
+
+
+def mask_in_text(text: str) -> str:
+    """`text` with every number in it masked as `mask` does (audit entries, notes staff typed)."""
+    return _NUMBER_IN_TEXT.sub(lambda found: mask(found.group(0)), text)

@@ -71,7 +71,7 @@ def test_add_parses_any_human_format_and_cancels_pending(engine: Engine, typed: 
         "other": "queued",
     }
     assert _audit(engine) == [
-        ("Dana", "opt_out", PHONE, "by staff: asked at the front desk; canceled 2"),
+        ("Dana", "opt_out", "+1********23", "by staff: asked at the front desk; canceled 2"),
     ]
     with session_scope(engine) as session:
         assert consent.is_opted_out(session, PHONE) and not consent.is_opted_out(session, OTHER)
@@ -118,7 +118,8 @@ def test_adding_an_existing_opt_out_keeps_the_original_and_audits_late_cancels(e
     assert (change.changed, change.canceled) == (False, 1)
     assert change.previous is not None and (change.previous.by, change.previous.opted_out_at) == ("STOP", T0)
     assert _statuses(engine) == {"late": "canceled"}
-    assert _audit(engine)[1:] == [("Dana", "cancel_pending", PHONE, "canceled 1 (already opted out)")]
+    late = ("Dana", "cancel_pending", "+1********23", "canceled 1 (already opted out)")
+    assert _audit(engine)[1:] == [late]
 
 
 def test_remove_records_consent_and_who(engine: Engine) -> None:
@@ -139,7 +140,7 @@ def test_remove_records_consent_and_who(engine: Engine) -> None:
     assert _audit(engine)[-1] == (
         "Eve",
         "opt_in",
-        PHONE,
+        "+1********23",
         "by staff: patient asked by phone 2026-03-05 to resume",
     )
     with session_scope(engine) as session:

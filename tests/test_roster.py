@@ -7,6 +7,7 @@ import csv
 import datetime as dt
 import importlib.util
 import json
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -582,3 +583,48 @@ def test_a_number_spanning_many_time_zones_loads_with_all_of_them(engine: Engine
     zones = _patients(engine)["R1"].phone_zones or ""
     assert len(zones.split()) > 10 and len(zones) > 200
     assert "Europe/Moscow" in zones.split()
+
+
+def _many_problems(path: Path, rows: int) -> Path:
+    """A roster whose every other row has a bad birth date, every fifth a bad phone as well, and
+    every seventh too few fields (a malformed record, found by the reader, not the row check)."""
+    lines = ["mrn,first_name,birth_date,sex,phone"]
+    for i in range(rows):
+        birth = "1960-13-01" if i % 2 else "1960-01-01"
+        phone = "not a phone" if i % 5 == 0 else f"(617) 555-{i % 10_000:04d}"
+        lines.append(f"M{i}" if i % 7 == 6 else f"M{i},Ana,{birth},female,{phone}")
+    return _write(path, lines)
+
+
+@pytest.mark.parametrize("kind", ["patients", "events"])
+def test_a_report_written_as_it_goes_holds_every_problem_and_memory_only_the_first(
+    engine: Engine, tmp_path: Path, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`errors_to` (the web page's import): the report is the one the whole list gives, in line
+    order, while the result keeps only the first ERRORS_KEPT and counts them all."""
+    from outreach.ingest import errorsfile
+
+    monkeypatch.setattr(errorsfile, "ERRORS_KEPT", 50)
+    monkeypatch.setattr(errorsfile, "_FLUSH_EVERY", 7)  # many flushes
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the spill's SQLite file goes
+    importer = import_patients if kind == "patients" else import_events
+    if kind == "patients":
+        source = _many_problems(tmp_path / "roster.csv", 400)
+    else:
+        dates = ["2020-01-01", "2020-02-30"]
+        rows = [f"M{i},{'fit' if i % 3 else 'zzz'},{dates[i % 4 == 0]}" for i in range(400)]
+        source = _write(tmp_path / "events.csv", ["mrn,event,date", *rows, "M9,fit"])
+    whole = importer(engine, source, settings=get_settings(), today=TODAY)
+    expected = tmp_path / "expected.csv"
+    write_errors_csv(expected, whole.errors)
+    report = tmp_path / "report.csv"
+
+    spooled = importer(engine, source, settings=get_settings(), today=TODAY, errors_to=report)
+
+    assert len(whole.errors) > 100 and whole.problems == len(whole.errors)
+    assert report.read_text() == expected.read_text()
+    assert spooled.errors == whole.errors[:50] and spooled.problems == len(whole.errors)
+    assert spooled.rejected == whole.rejected
+    assert list(scratch.iterdir()) == []  # the scratch files are gone

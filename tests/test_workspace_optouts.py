@@ -121,7 +121,7 @@ def test_a_coordinator_opts_a_patient_out_audited(
     )
     assert "Opted out" in done.text and _out(engine, "+16175550123")
     assert _audit(engine, "opt_out") == [
-        ("coord@example.org", "+16175550123", "by staff: asked by phone on Monday; canceled 0")
+        ("coord@example.org", "+1********23", "by staff: asked by phone on Monday; canceled 0")
     ]
     assert _search(client, coordinator, "ana") == [("out", "Ana Lopez", "m1")]
     typed = client.post(
@@ -156,7 +156,7 @@ def test_release_needs_the_patients_consent_the_cli_rule(
     assert "Twilio keeps refusing" in done.text  # STOP is a carrier keyword
     assert not _out(engine, "+16175550123")
     assert _audit(engine, "opt_in") == [
-        ("coord@example.org", "+16175550123", "by staff: patient asked in clinic 11/23 to Dr. Wu")
+        ("coord@example.org", "+1********23", "by staff: patient asked in clinic 11/23 to Dr. Wu")
     ]
     again = client.post("/app/optouts/remove", data={"mrn": "m1", "reason": "x", "csrf_token": coordinator})
     assert again.status_code == 409 and "is not opted out" in again.text

@@ -138,3 +138,32 @@ def test_a_file_that_is_not_a_roster_is_one_error_and_loads_nothing(
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(Patient)) == 0
         assert session.scalar(select(AuditEntry).where(AuditEntry.action == "roster_upload")) is None
+
+
+def test_a_roster_rejected_row_by_row_reports_every_row_and_shows_the_first(
+    client: TestClient, engine: Engine, coordinator: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page's import writes its report as it goes and keeps only the first problems in memory
+    (outreach/ingest/errorsfile.ErrorSpool); the page still counts them all."""
+    from outreach.ingest import errorsfile
+
+    monkeypatch.setattr(errorsfile, "ERRORS_KEPT", 30)
+    lines = ["mrn,first_name,birth_date,sex,phone"]
+    lines += [f"R{i},Ana,1960-13-{i % 28 + 1:02d},female,(617) 555-{i:04d}" for i in range(45)]
+    page = _upload(client, coordinator, "roster.csv", ("\n".join(lines) + "\n").encode())
+    assert _figures(page) == {"accepted": 0, "rejected": 45, "inserted": 0, "updated": 0}
+    assert "Rejected rows (the first 20 of 45)" in page
+    link = re.search(r'href="(/app/roster/errors/[^"]+)"', page)
+    assert link is not None
+    rows = list(csv.reader(io.StringIO(client.get(link.group(1)).text)))
+    assert [int(r[0]) for r in rows[1:]] == list(range(2, 47))
+
+
+def test_a_clean_roster_leaves_no_report(client: TestClient, coordinator: str) -> None:
+    page = _upload(
+        client,
+        coordinator,
+        "roster.csv",
+        b"mrn,first_name,birth_date,sex,phone\nC1,Ana,1960-01-01,f,(617) 555-0100\n",
+    )
+    assert _figures(page)["accepted"] == 1 and "/app/roster/errors/" not in page

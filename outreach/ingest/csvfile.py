@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import itertools
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -44,6 +44,15 @@ class RowError:
         return f"line {self.line}: {self.reason}"
 
 
+class Problems(Protocol):
+    """Where an import puts the problems it finds: a list, or an errorsfile.ErrorSpool that keeps
+    most of them on disk (a roster can have as many problems as rows)."""
+
+    def append(self, error: RowError, /) -> None: ...
+
+    def extend(self, errors: Iterable[RowError], /) -> None: ...
+
+
 class Progress(Protocol):
     """Where a long read reports how far it got, in bytes. The engine draws nothing itself: an
     entry point passes one in (the CLI: a rich bar on a terminal, outreach/apps/progress.py)."""
@@ -73,14 +82,14 @@ class CsvFile:
         *,
         label: str = "file",
         progress: Progress | None = None,
-        errors: list[RowError] | None = None,
+        errors: Problems | None = None,
     ) -> None:
         self.path = path
         self.required = tuple(required)
         self.optional = tuple(optional)
         self.label = label
         self.progress = progress
-        self.errors: list[RowError] = [] if errors is None else errors
+        self.errors: Problems = [] if errors is None else errors
         self.rejected = 0
         self.columns: tuple[str, ...] = ()
         self.index: dict[str, int] = {}  # known column -> position

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from sqlalchemy import Engine
 
 from outreach.errors import UserError
 from outreach.ingest.csvfile import RowError
+from outreach.ingest.spill import Spill
 
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -119,3 +121,71 @@ def write_errors_csv(path: Path, errors: Iterable[RowError]) -> None:
                     spreadsheet_safe(error.reason),
                 )
             )
+
+
+ERRORS_KEPT = 1000  # problems an import that writes its report as it goes keeps in memory
+_FLUSH_EVERY = 5000
+_CACHE_KB = 2048
+
+
+class ErrorSpool:
+    """An import's problems when they go to a report file: every one to a scratch SQLite file
+    (outreach/ingest/spill.py), the first `keep` by line returned by `finish` for a page or a
+    terminal to show. A roster with a bad column in every row has a problem per row, and as
+    objects they cost 150-250 bytes each: 500,000 of them took the web process from 168 to 311 MB
+    (bench/roster_upload.py --bad-every 2), where the upload of a clean roster peaks at 168 MB.
+
+    Problems arrive from two threads (the reader's malformed records, the loader's checked
+    batches), each in file order but not in order with each other, so the report is sorted by
+    line (then arrival) when it is written."""
+
+    def __init__(self, report: Path, keep: int | None = None) -> None:
+        self.report = report
+        self.keep = ERRORS_KEPT if keep is None else keep
+        self.count = 0
+        self._pending: list[RowError] = []
+        self._lock = threading.Lock()
+        self._spill = Spill()
+        # Kept in (line, arrival) order as it is written, so the report needs no sort at the end
+        # (SQLite would sort in memory: temp_store is MEMORY); written once and read once, it
+        # needs little page cache.
+        self._spill.db.execute(f"PRAGMA cache_size = -{_CACHE_KB}")
+        self._spill.db.execute(
+            "CREATE TABLE problems (line INTEGER, seq INTEGER, col TEXT, value TEXT, reason TEXT,"
+            " PRIMARY KEY (line, seq)) WITHOUT ROWID"
+        )
+
+    def append(self, error: RowError, /) -> None:
+        self.extend((error,))
+
+    def extend(self, errors: Iterable[RowError], /) -> None:
+        with self._lock:
+            self._pending.extend(errors)
+            if len(self._pending) >= _FLUSH_EVERY:
+                self._flush()
+
+    def _flush(self) -> None:
+        start, pending = self.count, self._pending
+        self._pending = []
+        self.count += len(pending)
+        db = self._spill.db
+        db.execute("BEGIN")
+        db.executemany(
+            "INSERT INTO problems VALUES (?, ?, ?, ?, ?)",
+            ((e.line, start + i, e.column, e.value, e.reason) for i, e in enumerate(pending)),
+        )
+        db.execute("COMMIT")
+
+    def finish(self) -> list[RowError]:
+        """Write the report (write_errors_csv, in line order) and return its first `keep` problems."""
+        with self._lock:
+            self._flush()
+        ordered = "SELECT line, col, value, reason FROM problems ORDER BY line, seq"
+        write_errors_csv(self.report, (RowError(*row) for row in self._spill.db.execute(ordered)))
+        first = [RowError(*row) for row in self._spill.db.execute(f"{ordered} LIMIT ?", (self.keep,))]
+        self.close()
+        return first
+
+    def close(self) -> None:
+        """Delete the scratch file (`finish` does; call it when the import fails)."""
+        self._spill.close()

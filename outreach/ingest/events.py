@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Any
 
 from outreach.campaigns import EVENT_KINDS
-from outreach.ingest.csvfile import RowError
+from outreach.ingest.csvfile import Problems, RowError
 from outreach.ingest.fields import check_date, mrn_problem
 
 EVENT_REQUIRED = ("mrn", "event", "date")
@@ -23,7 +23,7 @@ CODE_SYSTEM_MAX = 100
 
 
 def event_row(
-    line: int, fields: list[str], index: dict[str, int], today: dt.date, errors: list[RowError]
+    line: int, fields: list[str], index: dict[str, int], today: dt.date, errors: Problems
 ) -> dict[str, Any] | None:
     """The record's row in EVENT_COLUMNS_DB terms, or None after adding its problems to `errors`."""
 

@@ -27,7 +27,7 @@ from sqlalchemy import (
     true,
 )
 
-from outreach.ingest.csvfile import RowError
+from outreach.ingest.csvfile import Problems
 from outreach.ingest.events import EVENT_COLUMNS_DB
 from outreach.ingest.patients import DATA_COLUMNS, STAGE_COLUMNS, Checked
 from outreach.store import sql
@@ -49,7 +49,7 @@ class PatientWriter:
     upsert adds active and the timestamps and returns only the two counts.
     """
 
-    def __init__(self, engine: Engine, now: dt.datetime) -> None:
+    def __init__(self, engine: Engine, now: dt.datetime, errors: Problems | None = None) -> None:
         self.engine = engine
         self.now = now
         self.table: Table = Patient.__table__  # type: ignore[assignment]
@@ -59,7 +59,7 @@ class PatientWriter:
         self.conn: Connection | None = None
         self.failed = False
         self.accepted = self.rejected = self.inserted = self.updated = 0
-        self.errors: list[RowError] = []
+        self.errors: Problems = [] if errors is None else errors
 
     def write(self, checked: Checked) -> None:
         self.accepted += checked.accepted

@@ -22,7 +22,13 @@ from outreach.config import Settings
 from outreach.ingest import pool
 from outreach.ingest.batches import read_batches
 from outreach.ingest.csvfile import CsvFile, Progress, RowError
-from outreach.ingest.errorsfile import check_errors_path, errors_files, events_errors_path, write_errors_csv
+from outreach.ingest.errorsfile import (
+    ErrorSpool,
+    check_errors_path,
+    errors_files,
+    events_errors_path,
+    write_errors_csv,
+)
 from outreach.ingest.events import EVENT_COLUMNS, EVENT_OPTIONAL, EVENT_REQUIRED, event_row
 from outreach.ingest.load import EventWriter, PatientWriter
 from outreach.ingest.patients import PATIENT_COLUMNS, PATIENT_OPTIONAL, PATIENT_REQUIRED, Batch, PatientCheck
@@ -50,10 +56,15 @@ class ImportResult:
     rejected: int  # records with at least one error
     inserted: int
     updated: int
-    errors: list[RowError]
+    errors: list[RowError]  # in line order; with `errors_to`, only the first ERRORS_KEPT of them
     notes: list[str] = field(default_factory=list)  # file-level remarks, e.g. ignored columns
     warnings: list[str] = field(default_factory=list)  # accepted, but a person should look
     unknown_mrns: int | None = None  # events only: accepted events whose mrn is no patient's
+    problems: int | None = None  # how many errors in all, when `errors` holds only the first ones
+
+    def __post_init__(self) -> None:
+        if self.problems is None:
+            self.problems = len(self.errors)
 
     @property
     def unchanged(self) -> int:
@@ -92,30 +103,50 @@ def import_patients(
     progress: Progress | None = None,
     today: dt.date | None = None,
     batch_size: int = 5000,
+    errors_to: Path | None = None,
 ) -> ImportResult:
-    """Upsert the roster at `path` by mrn; bad rows are reported, every good row loads."""
+    """Upsert the roster at `path` by mrn; bad rows are reported, every good row loads.
+
+    With `errors_to`, the report of every problem is written there as the import goes (memory
+    stays flat however many rows are rejected) and the result keeps only the first ones."""
     today = today or _local_today(settings)
-    errors: list[RowError] = []
-    with CsvFile(
-        path, PATIENT_REQUIRED, PATIENT_OPTIONAL, label="roster", progress=progress, errors=errors
-    ) as csvfile:
-        require_tables(engine, "patients")
-        present = [name for name in PATIENT_COLUMNS if name in csvfile.index]
-        now = utcnow()
-        writer = PatientWriter(engine, now)
-        check = PatientCheck(present, settings.default_region, today, now, copy=writer.copy)
-        _load_patients(path, read_batches(csvfile, present, batch_size), check, writer)
-        if writer.inserted or writer.updated:
-            sql.analyze(engine, writer.table)
-        errors.extend(writer.errors)
-        return ImportResult(
-            accepted=writer.accepted,
-            rejected=writer.rejected + csvfile.rejected,
-            inserted=writer.inserted,
-            updated=writer.updated,
-            errors=sorted(errors, key=lambda e: e.line),
-            notes=_notes(csvfile),
-        )
+    errors = _problems(errors_to)
+    try:
+        with CsvFile(
+            path, PATIENT_REQUIRED, PATIENT_OPTIONAL, label="roster", progress=progress, errors=errors
+        ) as csvfile:
+            require_tables(engine, "patients")
+            present = [name for name in PATIENT_COLUMNS if name in csvfile.index]
+            now = utcnow()
+            writer = PatientWriter(engine, now, errors)
+            check = PatientCheck(present, settings.default_region, today, now, copy=writer.copy)
+            _load_patients(path, read_batches(csvfile, present, batch_size), check, writer)
+            if writer.inserted or writer.updated:
+                sql.analyze(engine, writer.table)
+            first, count = _finish(errors)
+            return ImportResult(
+                accepted=writer.accepted,
+                rejected=writer.rejected + csvfile.rejected,
+                inserted=writer.inserted,
+                updated=writer.updated,
+                errors=first,
+                notes=_notes(csvfile),
+                problems=count,
+            )
+    finally:
+        if isinstance(errors, ErrorSpool):
+            errors.close()
+
+
+def _problems(errors_to: Path | None) -> list[RowError] | ErrorSpool:
+    return [] if errors_to is None else ErrorSpool(errors_to)
+
+
+def _finish(errors: list[RowError] | ErrorSpool) -> tuple[list[RowError], int]:
+    """The problems in line order (the first ERRORS_KEPT when they went to a report), and how many."""
+    if isinstance(errors, ErrorSpool):
+        return errors.finish(), errors.count
+    return sorted(errors, key=lambda e: e.line), len(errors)
 
 
 def _load_patients(path: Path, batches: Iterator[Batch], check: PatientCheck, writer: PatientWriter) -> None:
@@ -146,10 +177,28 @@ def import_events(
     progress: Progress | None = None,
     today: dt.date | None = None,
     batch_size: int = 5000,
+    errors_to: Path | None = None,
 ) -> ImportResult:
-    """Add the clinical events at `path`; events already known are left as they are."""
+    """Add the clinical events at `path`; events already known are left as they are. `errors_to`
+    as for import_patients."""
     today = today or _local_today(settings)
-    errors: list[RowError] = []
+    errors = _problems(errors_to)
+    try:
+        return _import_events(engine, path, errors, progress=progress, today=today, batch_size=batch_size)
+    finally:
+        if isinstance(errors, ErrorSpool):
+            errors.close()
+
+
+def _import_events(
+    engine: Engine,
+    path: Path,
+    errors: list[RowError] | ErrorSpool,
+    *,
+    progress: Progress | None,
+    today: dt.date,
+    batch_size: int,
+) -> ImportResult:
     with CsvFile(
         path, EVENT_REQUIRED, EVENT_OPTIONAL, label="events file", progress=progress, errors=errors
     ) as csvfile:
@@ -174,15 +223,17 @@ def import_events(
         accepted += len(batch)
         if writer.inserted:
             sql.analyze(engine, writer.table)
+        first, count = _finish(errors)
         return ImportResult(
             accepted=accepted,
             rejected=rejected + csvfile.rejected,
             inserted=writer.inserted,
             updated=0,
-            errors=sorted(errors, key=lambda e: e.line),
+            errors=first,
             notes=_notes(csvfile),
             warnings=_unknown_mrns_warning(csvfile, writer),
             unknown_mrns=writer.unknown_mrns,
+            problems=count,
         )
 
 

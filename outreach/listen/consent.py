@@ -3,7 +3,8 @@ and planner relies on.
 
 Consent belongs to the number, not the patient: one STOP silences every patient and every campaign
 sharing that number. A number is opted out when it has an opt-out newer than its latest opt-in, so
-the row keeps both moments for the audit trail instead of deleting anything.
+the row keeps both moments for the audit trail instead of deleting anything. The `audit_log` rows
+of a change name the number masked (outreach.phones.mask), as logs do: the full number stays here.
 """
 
 from __future__ import annotations
@@ -64,10 +65,21 @@ _IS_OPTED_OUT = select(PhoneConsent.phone).where(PhoneConsent.phone == _PHONE, o
 _OPT_OUT = sql.per_dialect(
     lambda dialect: (
         sql.upsert(PhoneConsent, dialect)
-        .values(phone=_PHONE, opted_out_at=_AT, opted_out_by=bindparam("by"), updated_at=_AT)
+        .values(
+            phone=_PHONE,
+            opted_out_at=_AT,
+            opted_out_by=bindparam("by"),
+            opted_out_actor=bindparam("actor"),
+            updated_at=_AT,
+        )
         .on_conflict_do_update(
             index_elements=["phone"],
-            set_={"opted_out_at": _AT, "opted_out_by": bindparam("by"), "updated_at": _AT},
+            set_={
+                "opted_out_at": _AT,
+                "opted_out_by": bindparam("by"),
+                "opted_out_actor": bindparam("actor"),
+                "updated_at": _AT,
+            },
             where=~opted_out(),
         )
         .returning(PhoneConsent.phone)
@@ -108,13 +120,13 @@ def record_opt_out(
     racing scheduler cannot slip through; the first opt-out's time and keyword are kept.
     """
     conn = sql.connection(session)
-    params = {"number": phone, "at": at, "by": by[:100]}
+    params = {"number": phone, "at": at, "by": by[:100], "actor": actor[:100]}
     changed = conn.execute(_OPT_OUT[conn.dialect.name], params).first() is not None
     canceled = cancel_pending(session, phone, at=at)
     if changed:
         detail = f"by {by}; canceled {canceled}"
         conn.execute(
-            _AUDIT, {"at": at, "actor": actor, "action": "opt_out", "subject": phone, "detail": detail}
+            _AUDIT, {"at": at, "actor": actor, "action": "opt_out", "subject": mask(phone), "detail": detail}
         )
         log.info("number %s opted out by %s; %s pending messages canceled", mask(phone), by, canceled)
     return ConsentChange(changed=changed, canceled=canceled)
@@ -128,7 +140,8 @@ def record_opt_in(
     changed = bool(conn.execute(_OPT_IN, {"number": phone, "at": at, "by": by[:100]}).rowcount)
     if changed:
         conn.execute(
-            _AUDIT, {"at": at, "actor": actor, "action": "opt_in", "subject": phone, "detail": f"by {by}"}
+            _AUDIT,
+            {"at": at, "actor": actor, "action": "opt_in", "subject": mask(phone), "detail": f"by {by}"},
         )
         log.info("number %s opted back in by %s", mask(phone), by)
     return ConsentChange(changed=changed)

@@ -15,7 +15,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from outreach.errors import UserError
-from outreach.phones import mask
+from outreach.phones import mask, mask_in_text
 from outreach.store.models import AuditEntry, Enrollment, Handoff, InboundMessage, Patient
 
 OPEN = "open"
@@ -105,7 +105,13 @@ def close_handoff(session: Session, handoff_id: int, *, by: str, note: str, at: 
         when = existing.closed_at.strftime("%Y-%m-%d %H:%M UTC") if existing.closed_at else "earlier"
         raise HandoffRefused(f"hand-off {handoff_id} is already closed (by {existing.closed_by}, {when})")
     session.add(
-        AuditEntry(at=at, actor=actor, action=AUDIT_CLOSE, subject=f"handoff {handoff_id}", detail=note)
+        AuditEntry(
+            at=at,
+            actor=actor,
+            action=AUDIT_CLOSE,
+            subject=f"handoff {handoff_id}",
+            detail=None if note is None else mask_in_text(note),  # the log holds no full number
+        )
     )
     session.flush()
     row = get_handoff(session, handoff_id)

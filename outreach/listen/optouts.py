@@ -42,7 +42,7 @@ class OptOutRow:
     phone: str  # E.164
     opted_out_at: dt.datetime  # naive UTC
     by: str | None  # the keyword or phrase, `twilio:<code>`, or `staff: <reason>`
-    actor: str | None  # patient, twilio, or the staff member's name (from audit_log)
+    actor: str | None  # patient, twilio, or the staff member's name (phone_consents.opted_out_actor)
     patients: tuple[str, ...]  # mrns of the patients sharing the number
 
     @property
@@ -79,16 +79,13 @@ def parse_number(raw: str, default_region: str) -> str:
 
 def list_opt_outs(session: Session, *, phone: str | None = None) -> list[OptOutRow]:
     """Numbers opted out now, newest first, with who did it and which patients share the number."""
-    latest = (
-        select(AuditEntry.subject, func.max(AuditEntry.id).label("entry_id"))
-        .where(AuditEntry.action == "opt_out")
-        .group_by(AuditEntry.subject)
-        .subquery()
-    )
     stmt = (
-        select(PhoneConsent.phone, PhoneConsent.opted_out_at, PhoneConsent.opted_out_by, AuditEntry.actor)
-        .outerjoin(latest, latest.c.subject == PhoneConsent.phone)
-        .outerjoin(AuditEntry, AuditEntry.id == latest.c.entry_id)
+        select(
+            PhoneConsent.phone,
+            PhoneConsent.opted_out_at,
+            PhoneConsent.opted_out_by,
+            PhoneConsent.opted_out_actor,
+        )
         .where(consent.opted_out())
         .order_by(PhoneConsent.opted_out_at.desc(), PhoneConsent.phone)
     )
@@ -131,7 +128,8 @@ def add_opt_out(
     if not change.changed and change.canceled:
         # consent audits only the opt-out itself; messages canceled under an old one are a change too.
         detail = f"canceled {change.canceled} (already opted out)" + (f"; {why}" if why else "")
-        session.add(AuditEntry(at=at, actor=actor, action="cancel_pending", subject=phone, detail=detail))
+        entry = AuditEntry(at=at, actor=actor, action="cancel_pending", subject=mask(phone), detail=detail)
+        session.add(entry)
     return OptOutChange(phone=phone, changed=change.changed, canceled=change.canceled, previous=previous)
 
 

@@ -7,7 +7,7 @@ a late `sent` never overwrites `delivered`, and a replay matches nothing.
 A callback can also race ahead of the sender's own commit of the provider SID (Twilio answers the
 create request and posts the next statuses at once; it posts none for the initial status, so
 nothing here waits for one). Such a callback is kept in `audit_log` as action
-`status_unmatched` (subject = the SID, detail = the callback as JSON); the sender calls
+`status_unmatched` (subject = the SID, detail = the callback as JSON, the number masked); the sender calls
 `reapply_unmatched(session, sid)` right after it commits the SID, and the sweeper calls
 `reapply_recent(session, since=...)` for the callbacks that slipped between the two. Re-applying is
 harmless because updates only move forward, so the entries stay in place as the audit trail.
@@ -255,9 +255,12 @@ def _keep_unmatched(
     to: str | None,
     at: dt.datetime,
 ) -> bool:
-    """Store a callback for a SID no row has yet; False when this exact callback is already kept."""
+    """Store a callback for a SID no row has yet; False when this exact callback is already kept.
+    The recipient is kept masked, like every number in the audit log: re-applying reads only the
+    status and error, and the row found by its SID has the number."""
+    shown = mask(to) if to else None
     detail = json.dumps(
-        {"status": status, "error_code": error_code, "error_message": error_message, "to": to},
+        {"status": status, "error_code": error_code, "error_message": error_message, "to": shown},
         sort_keys=True,
     )
     seen = session.scalar(

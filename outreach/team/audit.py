@@ -4,20 +4,21 @@ DESIGN.md §12 lists what is audited; keeping one door means a later page (the c
 the same way, and a reviewer finds every call by its name. Details never hold a message body or a
 full number: they say what was done, not what was written.
 
-Reading it back (`search`, the audit page) masks every number on the way out, because some writers
-predate the workspace and name the number itself (consent changes, callbacks kept aside).
+Numbers are masked when written (outreach.phones.mask, the one masking rule logs use too): here
+for every entry through `audit`, and by the engine's own writers (consent changes, callbacks kept
+aside), which name the number masked. Reading back (`search`, the audit page) masks again, for
+entries written before numbers were masked at the source.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from outreach.phones import mask
+from outreach.phones import mask_in_text
 from outreach.store.models import AuditEntry
 
 ACTOR_MAX = 100
@@ -28,25 +29,28 @@ def audit(
     session: Session, actor: str, action: str, subject: str, at: dt.datetime, detail: str | None = None
 ) -> None:
     """Record `actor` (an email, or "system") doing `action` to `subject`, in the caller's transaction,
-    so the entry commits with the change it describes or not at all."""
+    so the entry commits with the change it describes or not at all. A number in the subject or
+    detail (a file named after one, say) is stored masked."""
     session.add(
         AuditEntry(
-            at=at, actor=actor[:ACTOR_MAX], action=action, subject=subject[:SUBJECT_MAX], detail=detail
+            at=at,
+            actor=actor[:ACTOR_MAX],
+            action=action,
+            subject=redact(subject)[:SUBJECT_MAX],
+            detail=None if detail is None else redact(detail),
         )
     )
 
 
 PER_PAGE = 50
-# A phone number in any stored form (E.164 from the webhooks, or a bare run of digits): shown
-# masked, as everywhere else. Subjects of consent entries are numbers; callbacks kept aside carry one.
-_NUMBER = re.compile(r"\+\d{7,15}\b|\b\d{10,15}\b")
 
 
 def redact(text: str | None) -> str:
-    """`text` as the audit page shows it: every number masked (outreach.phones.mask)."""
+    """`text` as the log stores and the audit page shows it: every number masked
+    (outreach.phones.mask_in_text)."""
     if not text:
         return ""
-    return _NUMBER.sub(lambda found: mask(found.group(0)), text)
+    return mask_in_text(text)
 
 
 @dataclass(frozen=True)

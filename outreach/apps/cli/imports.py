@@ -54,10 +54,15 @@ def patients_import(roster: str, events_path: str | None, errors_path: str | Non
     if events_path is not None:
         check_events_header(Path(events_path))  # both headers are checked before anything loads
     progress = _file_progress(as_json)
-    loaded = import_patients(database, Path(roster), settings=settings(), progress=progress)
+    # With --errors the report is written as the import goes, and only its first rows stay in memory.
+    loaded = import_patients(
+        database, Path(roster), settings=settings(), progress=progress, errors_to=targets[0]
+    )
     results = [(Path(roster), loaded, targets[0])]
     if events_path is not None:
-        result = import_events(database, Path(events_path), settings=settings(), progress=progress)
+        result = import_events(
+            database, Path(events_path), settings=settings(), progress=progress, errors_to=targets[1]
+        )
         results.append((Path(events_path), result, targets[1]))
     _finish_import(results, as_json)
 
@@ -73,7 +78,9 @@ def events_import(events_file: str, errors_path: str | None, as_json: bool) -> N
     database = engine()
     (target,) = errors_files(Path(errors_path) if errors_path else None, Path(events_file), engine=database)
     progress = _file_progress(as_json)
-    result = import_events(database, Path(events_file), settings=settings(), progress=progress)
+    result = import_events(
+        database, Path(events_file), settings=settings(), progress=progress, errors_to=target
+    )
     _finish_import([(Path(events_file), result, target)], as_json)
 
 
@@ -85,9 +92,8 @@ def _file_progress(as_json: bool) -> FileProgress | None:
 
 
 def _finish_import(results: list[tuple[Path, Any, Path | None]], as_json: bool) -> None:
-    """Rejected rows (capped) and notes on stderr; a summary or the --json object on stdout."""
-    from outreach.ingest.roster import write_errors_csv
-
+    """Rejected rows (capped) and notes on stderr; a summary or the --json object on stdout. The
+    --errors report is written by the import itself."""
     for path, result, errors_path in results:
         prefix = f"{path.name}: " if len(results) > 1 else ""
         for remark in result.notes:
@@ -96,11 +102,9 @@ def _finish_import(results: list[tuple[Path, Any, Path | None]], as_json: bool) 
             note(f"{prefix}warning: {warning}")
         for error in result.errors[:IMPORT_ERRORS_SHOWN]:
             note(f"{prefix}{error.describe()}")
-        hidden = len(result.errors) - IMPORT_ERRORS_SHOWN
+        hidden = result.problems - IMPORT_ERRORS_SHOWN
         if hidden > 0:
             note(f"{prefix}... and {hidden} more ({f'see {errors_path}' if errors_path else 'see --errors'})")
-        if errors_path is not None:
-            write_errors_csv(errors_path, result.errors)
     if as_json:
         payload: dict[str, Any] = results[0][1].summary()
         if len(results) > 1:

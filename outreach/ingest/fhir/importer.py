@@ -180,13 +180,12 @@ class _Run:
         leaves `active` alone, and only FHIR says a patient died)."""
         if not self.lines:
             return
-        errors_before = len(self.patients.errors)
         self.mrn_of.add(self.keys)
         duplicates = self.seen.repeats(self.mrns, self.lines)
         checked = self.check.check(Batch(self.lines, self.values, len(PATIENT_COLUMNS), duplicates))
         self.patients.write(checked)
-        rejected = {e.line for e in self.patients.errors[errors_before:]}
-        for error in self.patients.errors[errors_before:]:
+        rejected = {e.line for e in checked.errors}
+        for error in checked.errors:
             self._error(
                 error.line, _PATIENT_FIELDS.get(error.column, error.column), error.value, error.reason
             )

@@ -2,8 +2,10 @@
 what the import did, with the rejected rows as a downloadable report.
 
 - The same code path as `outreach patients import` / `outreach events import`: import_patients and
-  import_events (outreach/ingest/roster.py) read the file from disk, and the report is
-  write_errors_csv, formula-safe (outreach/ingest/errorsfile.py).
+  import_events (outreach/ingest/roster.py) read the file from disk and write the report of its
+  rejected rows as they go (`errors_to`: write_errors_csv, formula-safe, outreach/ingest/errorsfile.py),
+  keeping only the first of them in memory, so a file rejected row by row stays within the web
+  process's memory (bench/roster_upload.py --bad-every).
 - Never held in memory: Starlette's multipart parser spools the upload to a temporary file (beyond
   1 MB), which is copied to disk in chunks under the file's own (cleaned) name, imported, and
   deleted, since a roster is patient data.
@@ -31,7 +33,7 @@ from outreach.apps.web.workspace.auth import pages
 from outreach.apps.web.workspace.guard import Forbidden, gate, need
 from outreach.config import Settings
 from outreach.errors import UserError
-from outreach.ingest.roster import ImportResult, import_events, import_patients, write_errors_csv
+from outreach.ingest.roster import ImportResult, import_events, import_patients
 from outreach.store.db import session_scope
 from outreach.team import sessions
 from outreach.team.accounts import Role
@@ -72,25 +74,24 @@ def _clean_name(name: str | None) -> str:
     return base or "upload.csv"
 
 
-def _report(user_id: int, result: ImportResult) -> str | None:
-    """Write the rejected rows' report; returns its token. Reports over an hour old go first."""
-    if not result.errors:
-        return None
+def _report_path(user_id: int) -> tuple[str, Path]:
+    """A new report's token and file; reports over an hour old go first."""
     REPORTS.mkdir(mode=0o700, exist_ok=True)
     for old in REPORTS.glob("*.csv"):
         if old.stat().st_mtime < time.time() - KEEP_S:
             old.unlink(missing_ok=True)
     token = secrets.token_urlsafe(16)
-    write_errors_csv(REPORTS / f"{user_id}-{token}.csv", result.errors)
-    return token
+    return token, REPORTS / f"{user_id}-{token}.csv"
 
 
-def _import(request: Request, kind: str, path: Path) -> ImportResult:
+def _import(request: Request, kind: str, path: Path, report: Path) -> ImportResult:
+    """The import, its rejected rows written to `report` as it goes (write_errors_csv, formula-safe):
+    a roster with a problem in every row must not hold them all in the web process."""
     settings: Settings = request.app.state.settings
     engine = gate(request).engine
     if kind == "events":
-        return import_events(engine, path, settings=settings)
-    return import_patients(engine, path, settings=settings)
+        return import_events(engine, path, settings=settings, errors_to=report)
+    return import_patients(engine, path, settings=settings, errors_to=report)
 
 
 @router.post("/roster")
@@ -108,11 +109,16 @@ def upload(
         with path.open("wb") as disk:
             shutil.copyfileobj(file.file, disk, CHUNK)
         size = path.stat().st_size
+        token: str | None
+        token, report = _report_path(current.user_id)
         try:
-            result = _import(request, kind, path)
+            result = _import(request, kind, path, report)
         except UserError as exc:
+            report.unlink(missing_ok=True)
             return _page(request, current, 400, kind=kind, error=str(exc))
-    token = _report(current.user_id, result)
+    if not result.problems:
+        report.unlink(missing_ok=True)
+        token = None
     door = gate(request)
     counts = ", ".join(f"{key} {value}" for key, value in result.summary().items())
     with session_scope(door.engine) as db:

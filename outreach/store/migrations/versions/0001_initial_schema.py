@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 06:50:59.579248
+Create Date: 2026-11-30 08:29:15.573349
 """
 
 from __future__ import annotations
@@ -82,6 +82,7 @@ def upgrade() -> None:
         sa.Column("phone", sa.String(length=20), nullable=False),
         sa.Column("opted_out_at", sa.DateTime(), nullable=True),
         sa.Column("opted_out_by", sa.String(length=100), nullable=True),
+        sa.Column("opted_out_actor", sa.String(length=100), nullable=True),
         sa.Column("opted_in_at", sa.DateTime(), nullable=True),
         sa.Column("opted_in_by", sa.String(length=100), nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
