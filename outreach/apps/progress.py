@@ -37,7 +37,7 @@ class FileProgress:
         self._task = self._bar.add_task(label, total=total)
         self._bar.start()
 
-    def advance(self, done: int) -> None:
+    def advance(self, done: int, lines: int = 0) -> None:
         if self._bar is not None and self._task is not None:
             self._bar.advance(self._task, done)
 

@@ -61,8 +61,8 @@ class Progress(Protocol):
         """A read of `total` bytes begins; `label` names it ("importing roster.csv")."""
         ...
 
-    def advance(self, done: int) -> None:
-        """`done` more bytes were read."""
+    def advance(self, done: int, lines: int = 0) -> None:
+        """`done` more bytes were read, in `lines` more lines (0 when the reader does not count them)."""
         ...
 
     def stop(self) -> None:
@@ -190,13 +190,14 @@ class CsvFile:
         span = self._span
         number = 0
         pending = 0
+        reported = 0  # lines
         try:
             for raw in self._raw:
                 number += 1
                 pending += len(raw)
                 if pending >= _PROGRESS_EVERY and bar is not None:
-                    bar.advance(pending)
-                    pending = 0
+                    bar.advance(pending, number - reported)
+                    pending, reported = 0, number
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError:

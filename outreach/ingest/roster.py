@@ -42,6 +42,7 @@ __all__ = [
     "RowError",
     "check_errors_path",
     "check_events_header",
+    "check_patients_header",
     "errors_files",
     "events_errors_path",
     "import_events",
@@ -249,6 +250,13 @@ def _unknown_mrns_warning(csvfile: CsvFile, writer: EventWriter) -> list[str]:
         f"{csvfile.path.name}: {some} that no patient has ({where}); kept, they count once those "
         "patients are imported: check those mrns for typos"
     ]
+
+
+def check_patients_header(path: Path) -> None:
+    """Fail now (UserError) if the roster cannot be imported, so the roster page can refuse a file
+    that is not a roster in the request instead of in the import that runs after it."""
+    with CsvFile(path, PATIENT_REQUIRED, PATIENT_OPTIONAL, label="roster"):
+        pass
 
 
 def check_events_header(path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 08:29:15.573349
+Create Date: 2026-11-30 09:05:17.759695
 """
 
 from __future__ import annotations
@@ -190,6 +190,39 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.create_index("ix_enrollments_campaign_patient", ["campaign_id", "patient_id"], unique=False)
+
+    op.create_table(
+        "roster_uploads",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("public_id", sa.String(length=32), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("file_name", sa.String(length=100), nullable=False),
+        sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("status", sa.String(length=10), nullable=False),
+        sa.Column("rows_read", sa.Integer(), nullable=False),
+        sa.Column("bytes_read", sa.BigInteger(), nullable=False),
+        sa.Column("accepted", sa.Integer(), nullable=True),
+        sa.Column("rejected", sa.Integer(), nullable=True),
+        sa.Column("inserted", sa.Integer(), nullable=True),
+        sa.Column("updated", sa.Integer(), nullable=True),
+        sa.Column("unknown_mrns", sa.Integer(), nullable=True),
+        sa.Column("problems", sa.Integer(), nullable=True),
+        sa.Column("notes", sa.Text(), nullable=True),
+        sa.Column("message", sa.Text(), nullable=True),
+        sa.Column("report_path", sa.Text(), nullable=True),
+        sa.Column("pid", sa.Integer(), nullable=False),
+        sa.Column("host", sa.String(length=255), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("started_at", sa.DateTime(), nullable=True),
+        sa.Column("heartbeat_at", sa.DateTime(), nullable=False),
+        sa.Column("finished_at", sa.DateTime(), nullable=True),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_roster_uploads_user_id_users")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_roster_uploads")),
+        sa.UniqueConstraint("public_id", name=op.f("uq_roster_uploads_public_id")),
+    )
+    with op.batch_alter_table("roster_uploads", schema=None) as batch_op:
+        batch_op.create_index("ix_roster_uploads_user_created", ["user_id", "created_at"], unique=False)
 
     op.create_table(
         "web_sessions",
@@ -382,6 +415,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_web_sessions_user_id"))
 
     op.drop_table("web_sessions")
+    with op.batch_alter_table("roster_uploads", schema=None) as batch_op:
+        batch_op.drop_index("ix_roster_uploads_user_created")
+
+    op.drop_table("roster_uploads")
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.drop_index("ix_enrollments_campaign_patient")
 
