@@ -5,14 +5,16 @@ through its real form."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from outreach.listen.consent import is_opted_out, record_opt_out
 from outreach.store.db import session_scope
-from outreach.store.models import AuditEntry, Patient, User
+from outreach.store.models import AuditEntry, Patient, RosterUpload, UploadStatus, User
+from outreach.team import uploads
 from outreach.team.audit import audit
 from tests.browser_support import assert_accessible
 from tests.test_workspace_browser import ROOT, _sign_in, browser, page, web  # noqa: F401  (fixtures)
@@ -128,7 +130,8 @@ def test_a_coordinator_uploads_the_sample_roster_then_a_bad_one_and_its_report(
     )
     page.get_by_test_id("roster-file").set_input_files(str(ROOT / "samples" / "roster.csv"))
     page.get_by_test_id("roster-submit").click()
-    page.get_by_test_id("roster-result").wait_for()
+    page.wait_for_url("**/app/roster/uploads/*")  # the upload's own page, its address pushed by htmx
+    page.get_by_test_id("roster-result").wait_for()  # the import ran in the background; polled
     assert page.evaluate("window.seen")[-1] == 100  # the same document: swapped by htmx, no reload
     assert page.get_by_test_id("roster-accepted").inner_text() == "60"
     assert page.get_by_test_id("roster-inserted").inner_text() == "60"
@@ -139,6 +142,7 @@ def test_a_coordinator_uploads_the_sample_roster_then_a_bad_one_and_its_report(
     page.get_by_test_id("roster-file").set_input_files(str(bad))
     page.get_by_test_id("roster-submit").click()
     page.get_by_test_id("roster-rejected").get_by_text("1").wait_for()
+    assert page.get_by_test_id("roster-status").get_attribute("data-status") == "done"
     with page.expect_download() as download:
         page.get_by_test_id("roster-report").click()
     report = Path(download.value.path()).read_text()
@@ -151,3 +155,48 @@ def test_a_coordinator_uploads_the_sample_roster_then_a_bad_one_and_its_report(
     assert "mrn" in page.get_by_test_id("roster-error").inner_text()  # a 400, swapped in with its reason
     with session_scope(engine) as session:
         assert session.scalar(select(func.count()).select_from(Patient)) == 60
+
+
+def test_a_coordinator_watches_an_import_run_and_finish_without_a_reload(
+    page: Any,  # noqa: F811
+    engine: Engine,
+) -> None:
+    """The upload's page polls its status (htmx, under the workspace's CSP): here the import is
+    a row the test moves (as the importing thread would), so the running state is seen for sure."""
+    _sign_in(page, engine, "coord@example.org", "coordinator")
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    public_id = uploads.new_id()
+    with session_scope(engine) as session:
+        user = session.scalar(select(User).where(User.email == "coord@example.org"))
+        assert user is not None
+        session.add(
+            RosterUpload(
+                public_id=public_id,
+                user_id=user.id,
+                kind="patients",
+                file_name="big.csv",
+                size_bytes=4 * 2**20,
+                status=UploadStatus.running,
+                rows_read=20_000,
+                bytes_read=2**20,
+                pid=os.getpid(),  # a live process on this host: not taken for a dead import
+                host=uploads.HOST,
+                created_at=now,
+                started_at=now,
+                heartbeat_at=now + dt.timedelta(minutes=5),  # beats for the test's length
+            )
+        )
+    page.goto(f"/app/roster/uploads/{public_id}")
+    page.get_by_test_id("roster-running").get_by_text("20,000 rows read so far").wait_for()
+    assert_accessible(page, "roster page, importing")
+    page.evaluate("window.marker = 1")  # gone if the page reloads
+    with session_scope(engine) as session:
+        session.execute(
+            update(RosterUpload)
+            .where(RosterUpload.public_id == public_id)
+            .values(status=UploadStatus.done, accepted=3, rejected=0, inserted=2, updated=1, problems=0)
+        )
+    page.get_by_test_id("roster-result").wait_for()
+    assert page.get_by_test_id("roster-inserted").inner_text() == "2"
+    assert page.evaluate("window.marker") == 1
+    assert page.get_by_test_id("roster-status").get_attribute("hx-trigger") is None  # polling stopped
