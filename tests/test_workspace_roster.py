@@ -86,7 +86,8 @@ def _wait(client: TestClient, location: str) -> str:
         time.sleep(0.05)
     page = client.get(location)
     assert page.status_code == 200
-    return page.text
+    html: str = page.text
+    return html
 
 
 def _upload(client: TestClient, token: str, name: str, content: bytes, kind: str = "patients") -> str:

@@ -114,9 +114,13 @@ def upload(
         report=uploads.report_path(current.user_id, public_id),
         actor=current.email,
     )
-    with session_scope(door.engine) as db:
-        uploads.record(db, job, current.user_id, name, path.stat().st_size)
-    uploads.start(job)
+    try:
+        with session_scope(door.engine) as db:
+            uploads.record(db, job, current.user_id, name, path.stat().st_size)
+        uploads.start(job)
+    except BaseException:
+        shutil.rmtree(path.parent, ignore_errors=True)  # patient data: never left behind
+        raise
     location = f"{PREFIX}/roster/uploads/{public_id}"
     if request.headers.get("hx-request"):
         response = upload_page(request, public_id, current)
