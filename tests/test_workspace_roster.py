@@ -335,3 +335,38 @@ def test_the_import_reports_the_lines_it_read_to_the_upload_row(
         assert upload is not None
         assert (upload.rows_read, upload.bytes_read) == (4, len(BAD))  # the header and 3 rows
         assert upload.heartbeat_at == NOW + dt.timedelta(seconds=3)
+
+
+def test_an_import_that_fails_in_the_background_is_shown_failed_with_its_reason(
+    client: TestClient, engine: Engine, coordinator: str
+) -> None:
+    """The thread's own failure (here the spooled file is gone before the import opens it): the
+    row is failed with the import's one-line reason, naming the file and not its spooled path, the
+    failure is audited, and the page says so."""
+    from outreach.config import get_settings
+
+    public_id = uploads.new_id()
+    folder = uploads.spool_folder(public_id)
+    job = uploads.Job(
+        engine=engine,
+        settings=get_settings(),
+        clock=Clock(NOW),
+        public_id=public_id,
+        kind="patients",
+        path=folder / "gone.csv",
+        report=uploads.report_path(1, public_id),
+        actor="coord@example.org",
+    )
+    with session_scope(engine) as session:
+        user = session.scalar(select(User).where(User.email == "coord@example.org"))
+        assert user is not None
+        uploads.record(session, job, user.id, "gone.csv", 10)
+    uploads.run(job)
+    assert not folder.exists()  # the spool folder goes whatever happens
+    fragment = client.get(f"/app/roster/uploads/{public_id}/status").text
+    assert _state(fragment) == "failed" and "hx-trigger" not in fragment
+    assert "gone.csv: cannot read the roster" in fragment and str(folder) not in fragment
+    with session_scope(engine) as session:
+        entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "roster_upload"))
+        assert entry is not None and entry.detail is not None
+        assert entry.detail.startswith("patients; 10 bytes; failed: gone.csv: cannot read the roster")
