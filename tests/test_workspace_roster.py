@@ -370,3 +370,15 @@ def test_an_import_that_fails_in_the_background_is_shown_failed_with_its_reason(
         entry = session.scalar(select(AuditEntry).where(AuditEntry.action == "roster_upload"))
         assert entry is not None and entry.detail is not None
         assert entry.detail.startswith("patients; 10 bytes; failed: gone.csv: cannot read the roster")
+
+
+def test_another_web_worker_answers_the_poll_from_the_database(
+    client: TestClient, engine: Engine, coordinator: str
+) -> None:
+    """Uploaded to one app, polled through another built on the same database (as a second uvicorn
+    worker is): the status lives in `roster_uploads`, not in the importing app's memory."""
+    location = _post(client, coordinator, "roster.csv", BAD.encode())
+    with workspace_client(engine, Clock(NOW)) as other_worker:
+        other_worker.cookies.update(client.cookies)
+        page = _wait(other_worker, location)
+    assert _figures(page) == {"accepted": 1, "rejected": 2, "inserted": 1, "updated": 0}
