@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
