@@ -38,7 +38,9 @@ def enqueue_due(
                 .where(
                     Message.status == MessageStatus.planned,
                     Message.send_at <= now,
-                    ~held_by_pause(Message.kind, Message.enrollment_id),  # a paused campaign's wait
+                    ~held_by_pause(
+                        Message.kind, Message.enrollment_id, many=True
+                    ),  # a paused campaign's wait
                 )
                 .order_by(Message.send_at, Message.id)
                 .limit(batch)

@@ -56,16 +56,25 @@ class PauseChange:
     waiting: int
 
 
-def held_by_pause(kind: Any, enrollment_id: Any) -> ColumnElement[bool]:
+def held_by_pause(kind: Any, enrollment_id: Any, *, many: bool = False) -> ColumnElement[bool]:
     """SQL: "this outbox row is a step of a paused campaign" (`kind`, `enrollment_id`: the row's
-    columns). The one predicate the claim, the enqueuer and the sweeper share."""
+    columns). The one predicate the claim, the enqueuer and the sweeper share.
+
+    Two shapes of one rule, for the database's sake: a statement over a handful of ids (the claim,
+    10 rows) looks each row's campaign up by key; one that walks many rows (`many`: the enqueuer,
+    the sweeper) asks once for the paused campaigns' enrollments (none, nearly always) instead of
+    once per row, which measured 2-25 times slower in bench/pause.py."""
+    paused = Campaign.paused_at.is_not(None)
+    if many:
+        return and_(
+            kind == MessageKind.outreach,
+            enrollment_id.in_(
+                select(Enrollment.id).join(Campaign, Campaign.id == Enrollment.campaign_id).where(paused)
+            ),
+        )
     return and_(
         kind == MessageKind.outreach,
-        exists().where(
-            Enrollment.id == enrollment_id,
-            Campaign.id == Enrollment.campaign_id,
-            Campaign.paused_at.is_not(None),
-        ),
+        exists().where(Enrollment.id == enrollment_id, Campaign.id == Enrollment.campaign_id, paused),
     )
 
 

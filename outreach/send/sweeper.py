@@ -130,7 +130,7 @@ def redispatch_stale_queued(engine: Engine, now: dt.datetime, policy: SweepPolic
     policy = policy or SweepPolicy()
     with session_scope(engine) as session:
         stale = (Message.queued_at < now - policy.queued_after) & ~pause.held_by_pause(
-            Message.kind, Message.enrollment_id
+            Message.kind, Message.enrollment_id, many=True
         )
         if policy.sender is not None:
             lifted = holds.last_lifted(session, since=now - policy.queued_after)
@@ -168,7 +168,7 @@ def _mind_holds(engine: Engine, now: dt.datetime, policy: SweepPolicy) -> list[i
                 .where(
                     Message.status == MessageStatus.queued,
                     Message.phone.startswith(hold.scope),
-                    ~pause.held_by_pause(Message.kind, Message.enrollment_id),
+                    ~pause.held_by_pause(Message.kind, Message.enrollment_id, many=True),
                 )
                 .order_by(Message.queued_at, Message.id)
                 .limit(1)
