@@ -14,6 +14,7 @@ import threading
 from sqlalchemy import Engine, select, update
 
 from outreach.send.dispatch import Dispatch
+from outreach.send.pause import held_by_pause
 from outreach.store.db import session_scope
 from outreach.store.models import Message, MessageStatus
 
@@ -25,6 +26,7 @@ def enqueue_due(
 ) -> list[int]:
     """Move due rows `planned → queued` and hand their ids to the workers, in chunks.
 
+    Steps of a paused campaign stay `planned` (outreach/send/pause.py) until it is resumed.
     The status change commits before dispatch: a crash in between leaves `queued` rows that the
     sweeper re-dispatches, never rows that were sent without being recorded.
     """
@@ -33,7 +35,13 @@ def enqueue_due(
         with session_scope(engine) as session:
             due = (
                 select(Message.id)
-                .where(Message.status == MessageStatus.planned, Message.send_at <= now)
+                .where(
+                    Message.status == MessageStatus.planned,
+                    Message.send_at <= now,
+                    ~held_by_pause(
+                        Message.kind, Message.enrollment_id, many=True
+                    ),  # a paused campaign's wait
+                )
                 .order_by(Message.send_at, Message.id)
                 .limit(batch)
             )

@@ -34,6 +34,7 @@ from outreach.plan.enroll import enroll, enroll_candidates
 from outreach.plan.shards import Chunk, Shard
 from outreach.plan.steps import StepPlanner, due_candidates
 from outreach.send.dispatch import Dispatch
+from outreach.send.pause import paused_ids
 from outreach.store import sql
 from outreach.store.db import session_scope
 from outreach.store.models import Campaign, Enrollment, Message, MessageStatus
@@ -176,9 +177,12 @@ def plan_shard(
 ) -> TickResult:
     """Enroll and plan the shard's patients, a chunk (one transaction) at a time, only where there
     is work. Buckets another planner is walking right now are left to it (PostgreSQL).
-    Idempotent: after a crash, the next pass plans exactly what the committed chunks lack."""
+    Idempotent: after a crash, the next pass plans exactly what the committed chunks lack. A
+    paused campaign (outreach/send/pause.py) enrolls and plans no one until it is resumed."""
     on = planning_day(now, settings)
-    planning = active(campaigns, on)
+    with session_scope(engine) as session:
+        paused = paused_ids(session)
+    planning = [campaign for campaign in active(campaigns, on) if campaign.id not in paused]
     result = TickResult(enrolled={campaign.id: 0 for campaign in planning})
     if not planning:
         return result

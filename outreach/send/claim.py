@@ -3,7 +3,8 @@
 Only rows still `queued` match, so of any number of workers holding the same ids (two ticks, a
 redelivered task, a sweeper's re-dispatch) exactly one wins each row: DESIGN.md §7, invariant 1.
 Rows whose sender is held (outreach.send.holds) do not match either: they stay `queued`, untouched,
-until the hold is lifted, except the one row a due probe lets through (`claim_probe`).
+until the hold is lifted, except the one row a due probe lets through (`claim_probe`). Steps of a
+paused campaign (outreach.send.pause) match neither: a pause stops every worker at its next claim.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from outreach.listen import consent
-from outreach.send import holds, reachability
+from outreach.send import holds, pause, reachability
 from outreach.store.models import Enrollment, Message, MessageStatus, Patient
 
 
@@ -47,6 +48,7 @@ def _claim_statement(*, unless_held: bool) -> ReturningUpdate[tuple[int]]:
     conditions = [
         _outbox.c.id.in_(bindparam("ids", expanding=True)),
         _outbox.c.status == MessageStatus.queued,
+        ~pause.held_by_pause(_outbox.c.kind, _outbox.c.enrollment_id),
     ]
     if unless_held:
         conditions.append(~holds.held(holds.SENDER, _outbox.c.phone))
@@ -88,7 +90,9 @@ _DETAILS = (
     .order_by(Message.id)
 )
 _STILL_QUEUED = select(Message.id, Message.phone).where(
-    Message.id.in_(bindparam("ids", expanding=True)), Message.status == MessageStatus.queued
+    Message.id.in_(bindparam("ids", expanding=True)),
+    Message.status == MessageStatus.queued,
+    ~pause.held_by_pause(Message.kind, Message.enrollment_id),  # a pause is no hold: no probe
 )
 
 
@@ -106,7 +110,8 @@ def claim_probe(session: Session, message_id: int, now: dt.datetime) -> list[Cla
 
 
 def still_queued(session: Session, ids: Sequence[int]) -> list[tuple[int, str]]:
-    """(id, phone) of those of `ids` still `queued`: after a claim, the rows a hold kept back."""
+    """(id, phone) of those of `ids` still `queued` (a paused campaign's aside): after a claim,
+    the rows a hold kept back."""
     return [(row.id, row.phone) for row in session.execute(_STILL_QUEUED, {"ids": list(ids)})]
 
 

@@ -12,7 +12,8 @@
   got no answer in time, and without this the delivered figure would stay short for good.
 - `queued` rows that sat too long are dispatched again (the broker lost them, or never got them);
   the claim makes a duplicate dispatch harmless. Rows of a held sender stay put, except one probe
-  per hold when it is due; rows a hold kept back are handed over once it is lifted.
+  per hold when it is due; rows a hold kept back are handed over once it is lifted. Rows of a
+  paused campaign (outreach.send.pause) stay put too, until it is resumed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from outreach.config import Settings
 from outreach.listen import status
 from outreach.phones import mask
 from outreach.providers.base import PermanentError, Provider, ProviderMessage, RetryableError
-from outreach.send import holds
+from outreach.send import holds, pause
 from outreach.send.dispatch import Dispatch
 from outreach.store import sql
 from outreach.store.db import session_scope
@@ -128,7 +129,9 @@ def redispatch_stale_queued(engine: Engine, now: dt.datetime, policy: SweepPolic
     clock restarts so they go out once. Rows a hold still covers are left alone."""
     policy = policy or SweepPolicy()
     with session_scope(engine) as session:
-        stale = Message.queued_at < now - policy.queued_after
+        stale = (Message.queued_at < now - policy.queued_after) & ~pause.held_by_pause(
+            Message.kind, Message.enrollment_id, many=True
+        )
         if policy.sender is not None:
             lifted = holds.last_lifted(session, since=now - policy.queued_after)
             if lifted is not None:
@@ -162,7 +165,11 @@ def _mind_holds(engine: Engine, now: dt.datetime, policy: SweepPolicy) -> list[i
                 continue
             row = session.scalar(
                 select(Message.id)
-                .where(Message.status == MessageStatus.queued, Message.phone.startswith(hold.scope))
+                .where(
+                    Message.status == MessageStatus.queued,
+                    Message.phone.startswith(hold.scope),
+                    ~pause.held_by_pause(Message.kind, Message.enrollment_id, many=True),
+                )
                 .order_by(Message.queued_at, Message.id)
                 .limit(1)
             )

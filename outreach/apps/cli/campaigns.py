@@ -1,8 +1,10 @@
-"""`outreach campaigns validate|list|preview` (outreach/campaigns/, outreach/plan/preview.py)."""
+"""`outreach campaigns validate|list|preview|pause|resume` (outreach/campaigns/, outreach/plan/preview.py,
+outreach/send/pause.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,7 +12,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.text import Text
 
-from outreach.apps.cli.context import engine, settings, today
+from outreach.apps.cli.context import database_url, engine, local_time, settings, today
 from outreach.apps.cli.options import DATE, json_option
 from outreach.apps.cli.output import count, note, out, say
 from outreach.apps.tables import Column, print_rows
@@ -19,13 +21,14 @@ from outreach.errors import UserError
 if TYPE_CHECKING:
     from outreach.campaigns import CampaignFile, CampaignProblem
     from outreach.plan.preview import PreviewRow
+    from outreach.send.pause import PauseState
 
 PREVIEW_TABLE_ROWS = 50
 
 
 @click.group()
 def campaigns() -> None:
-    """Campaign files: validate, list, preview."""
+    """Campaign files: validate, list, preview; pause and resume a campaign's sending."""
 
 
 @campaigns.command("validate")
@@ -81,8 +84,11 @@ def campaigns_list(as_json: bool) -> None:
     from outreach.campaigns import load_campaigns
 
     found = load_campaigns(settings=settings())
+    paused = _pause_states()
     if as_json:
-        rows = [campaign.summary() for campaign in found.values()]
+        rows = [
+            {**campaign.summary(), "paused": _paused_json(paused, campaign.id)} for campaign in found.values()
+        ]
         click.echo(json.dumps({"campaigns": rows}, ensure_ascii=False, indent=2))
         return
     if not found:
@@ -92,9 +98,36 @@ def campaigns_list(as_json: bool) -> None:
             f"{s.id} +{s.after}" + (" if no reply" if s.only_if == "no_reply" else "") for s in campaign.steps
         )
         out.print(Text.assemble((campaign.id, "bold"), "  ", campaign.name), soft_wrap=True)
+        if campaign.id in paused:
+            state = paused[campaign.id]
+            say(f"  PAUSED     since {local_time(state.paused_at)} by {state.paused_by}", "bold yellow")
         say(f"  active     {campaign.active.from_} to {_until(campaign)}")
         say(f"  steps      {steps}")
         say(f"  languages  {', '.join(campaign.languages())}")
+
+
+def _pause_states() -> dict[str, PauseState]:
+    """Paused campaigns, from the database when there is one to read: `list` also serves a fresh
+    checkout whose database was never made (no file is created for it, nothing is reported)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from outreach.send.pause import pause_states
+    from outreach.store.db import session_scope
+
+    url = make_url(database_url())
+    if url.get_backend_name() == "sqlite" and not (url.database and Path(url.database).is_file()):
+        return {}
+    try:
+        with session_scope(engine()) as session:
+            return pause_states(session)
+    except SQLAlchemyError:  # not migrated, or not answering: the files are still worth listing
+        return {}
+
+
+def _paused_json(paused: dict[str, PauseState], campaign_id: str) -> dict[str, str] | None:
+    state = paused.get(campaign_id)
+    return None if state is None else {"at": state.paused_at.isoformat(), "by": state.paused_by}
 
 
 def _until(campaign: CampaignFile) -> str:
@@ -115,14 +148,8 @@ def _until(campaign: CampaignFile) -> str:
 )
 def campaigns_preview(campaign_id: str, on: dt.date | None, as_json: bool, limit: int | None) -> None:
     """Who would get which step when, with rendered text and segment count; sends nothing."""
-    from outreach.campaigns import load_campaigns
-
     on = on or today()
-    found = load_campaigns(settings=settings())
-    if campaign_id not in found:
-        known = ", ".join(sorted(found)) or "none"
-        raise UserError(f"no campaign {campaign_id!r} in {settings().campaigns_dir}; known ids: {known}")
-    campaign = found[campaign_id]
+    campaign = _campaign(campaign_id)
     rows, total = _preview(campaign, on, limit if limit is not None or as_json else PREVIEW_TABLE_ROWS)
     if not campaign.is_active(on):
         inactive = (
@@ -139,6 +166,84 @@ def campaigns_preview(campaign_id: str, on: dt.date | None, as_json: bool, limit
         click.echo(json.dumps(payload, ensure_ascii=False, indent=2))
     else:
         _preview_table(campaign, on, rows, total)
+
+
+def _campaign(campaign_id: str) -> CampaignFile:
+    """The campaign file with this id; an unknown id is one line naming the ids there are."""
+    from outreach.campaigns import load_campaigns
+
+    found = load_campaigns(settings=settings())
+    if campaign_id not in found:
+        known = ", ".join(sorted(found)) or "none"
+        raise UserError(f"no campaign {campaign_id!r} in {settings().campaigns_dir}; known ids: {known}")
+    return found[campaign_id]
+
+
+def _actor() -> str:
+    """Who the audit log names for a command: the OS user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in a bare container
+        return "cli"
+
+
+@campaigns.command("pause")
+@click.argument("campaign_id", metavar="ID")
+def campaigns_pause(campaign_id: str) -> None:
+    """Stop a campaign's sending now, in every worker; nothing is canceled (audited).
+
+    Queued and planned messages wait, and nothing new is planned, until `outreach campaigns resume ID`."""
+    from outreach.clock import utcnow
+    from outreach.send.pause import pause
+    from outreach.store.db import session_scope
+
+    campaign = _campaign(campaign_id)
+    with session_scope(engine()) as session:
+        change = pause(session, campaign.id, campaign.name, by=_actor(), at=utcnow())
+    held = f"{change.waiting:,} queued/planned {'message' if change.waiting == 1 else 'messages'} held"
+    if change.changed:
+        say(f"paused {campaign.id}: {held}; `outreach campaigns resume {campaign.id}` restarts it", "yellow")
+    else:
+        say(f"{campaign.id} was already paused: {held}")
+
+
+@campaigns.command("resume")
+@click.argument("campaign_id", metavar="ID")
+def campaigns_resume(campaign_id: str) -> None:
+    """Restart a paused campaign's sending where it stopped (audited).
+
+    Its due messages are handed to the workers at once; each is checked again for consent, the
+    patient's send window and the frequency cap as it is claimed."""
+    from outreach.clock import utcnow
+    from outreach.send.pause import resume
+    from outreach.store.db import session_scope
+
+    campaign = _campaign(campaign_id)
+    now = utcnow()
+    with session_scope(engine()) as session:
+        change = resume(session, campaign.id, by=_actor(), at=now)
+    if not change.changed:
+        say(f"{campaign.id} is not paused")
+        return
+    waiting = f"{change.waiting:,} queued/planned {'message' if change.waiting == 1 else 'messages'}"
+    say(f"resumed {campaign.id}: {waiting} {'goes' if change.waiting == 1 else 'go'} out as due", "green")
+    _hand_over_due(now)
+
+
+def _hand_over_due(now: dt.datetime) -> None:
+    """What is due now goes to the workers at once (beat's enqueue would within seconds anyway);
+    a broker that refuses loses nothing: the rows wait as queued for the sweeper."""
+    from outreach.apps.cli.tick import HandOver
+    from outreach.plan.enqueue import enqueue_due
+    from workers.tasks import dispatch
+
+    hand_over = HandOver(dispatch)
+    enqueue_due(engine(), now, dispatch=hand_over)
+    if hand_over.refused is not None:
+        note(
+            f"the broker (OUTREACH_BROKER_URL) refused: {hand_over.held} due messages wait as queued "
+            "and go out once it is back"
+        )
 
 
 def _preview(campaign: CampaignFile, on: dt.date, shown: int | None) -> tuple[list[PreviewRow], int]:

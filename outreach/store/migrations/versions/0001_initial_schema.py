@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 09:05:17.759695
+Create Date: 2026-11-30 09:30:43.319660
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def upgrade() -> None:
         sa.Column("content_hash", sa.String(length=64), nullable=False),
         sa.Column("loaded_at", sa.DateTime(), nullable=False),
         sa.Column("endings_seen", sa.String(length=120), nullable=True),
+        sa.Column("paused_at", sa.DateTime(), nullable=True),
+        sa.Column("paused_by", sa.String(length=100), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_campaigns")),
     )
     op.create_table(
