@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypeAlias
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from outreach.listen.optouts import STAFF
 from outreach.store.models import (
     Activation,
     EndReason,
@@ -58,6 +59,7 @@ class Cell(Protocol):
     failed_codes: Any
     undelivered_codes: Any
     cancel_reasons: Any
+    opted_out_by: Any
     outcomes: Any
     ended: Any
 
@@ -108,7 +110,7 @@ def _by_message(credited: AnySelect) -> AnySelect:
     )
 
 
-def _grouped(stmt: AnySelect) -> AnySelect:
+def grouped(stmt: AnySelect) -> AnySelect:
     inner = stmt.subquery()
     columns = list(inner.c)
     return select(*columns, func.count()).group_by(*columns)
@@ -139,7 +141,7 @@ def _count_outbox(session: Session, cell: CellOf, scope: list[ColumnElement[bool
         .where(Message.kind == MessageKind.outreach, *scope)
     )
     for campaign, language, step, variant, status, accepted, code, reason, n in session.execute(
-        _grouped(messages)
+        grouped(messages)
     ):
         _count_messages(cell((campaign, language, step, variant)), status, bool(accepted), code, reason, n)
 
@@ -188,15 +190,17 @@ def _count_engagement(session: Session, cell: CellOf, scope: list[ColumnElement[
     for campaign, language, step, variant, n in session.execute(_by_message(closed)):
         cell((campaign, language, step, variant)).gap_closed += n
 
-    for campaign, language, step, variant, n in session.execute(_opt_outs(scope)):
-        cell((campaign, language, step, variant)).opted_out += n
+    for campaign, language, step, variant, by, n in session.execute(_opt_outs(scope)):
+        target = cell((campaign, language, step, variant))
+        target.opted_out += n
+        target.opted_out_by[by] += n
 
 
 def _count_outcomes(session: Session, cell: CellOf, scope: list[ColumnElement[bool]]) -> None:
     """What the patients asked for (a reply rule's outcome) and why enrollments ended."""
     for column, counter in ((Enrollment.outcome, "outcomes"), (Enrollment.end_reason, "ended")):
         rows = select(Enrollment.campaign_id, Enrollment.language, column).where(column.is_not(None), *scope)
-        for campaign, language, name, n in session.execute(_grouped(rows)):
+        for campaign, language, name, n in session.execute(grouped(rows)):
             getattr(cell((campaign, language, None, None)), counter)[name] += n
 
 
@@ -208,7 +212,7 @@ def _count_endings(session: Session, cell: CellOf, scope: list[ColumnElement[boo
         .join(Enrollment, Handoff.enrollment_id == Enrollment.id)
         .where(*scope)
     )
-    for campaign, language, status, n in session.execute(_grouped(handoffs)):
+    for campaign, language, status, n in session.execute(grouped(handoffs)):
         target = cell((campaign, language, None, None))
         if status == "open":
             target.handoffs_open += n
@@ -243,9 +247,17 @@ def _code(code: int | None) -> str:
     return "none" if code is None else str(code)
 
 
+def opt_out_how() -> ColumnElement[str]:
+    """How a number opted out, as the report groups it: the keyword (STOP, ...) or the provider's
+    error (twilio:21610) as recorded; a staff change is just "staff" (its free-text reason stays in
+    the audit log and off the report); "none" when nothing was recorded."""
+    by = PhoneConsent.opted_out_by
+    return case((by.like(f"{STAFF}%"), STAFF), else_=func.coalesce(by, "none"))
+
+
 def _opt_outs(scope: list[ColumnElement[bool]]) -> AnySelect:
     """Opted-out numbers per (campaign, language, step, variant) of the latest message that reached
-    them before the opt-out: one number, one credited message."""
+    them before the opt-out, and how they opted out: one number, one credited message."""
     last = (
         select(Message.id)
         .where(
@@ -260,14 +272,19 @@ def _opt_outs(scope: list[ColumnElement[bool]]) -> AnySelect:
         .correlate(PhoneConsent)
         .scalar_subquery()
     )
-    credited = select(last.label("message_id")).where(PhoneConsent.opted_out_at.is_not(None)).subquery()
+    credited = (
+        select(last.label("message_id"), opt_out_how().label("how"))
+        .where(PhoneConsent.opted_out_at.is_not(None))
+        .subquery()
+    )
+    columns = (Enrollment.campaign_id, Enrollment.language, Message.step_id, Message.variant, credited.c.how)
     return (
-        select(Enrollment.campaign_id, Enrollment.language, Message.step_id, Message.variant, func.count())
+        select(*columns, func.count())
         .select_from(credited)
         .join(Message, Message.id == credited.c.message_id)
         .join(Enrollment, Message.enrollment_id == Enrollment.id)
         .where(*scope)
-        .group_by(Enrollment.campaign_id, Enrollment.language, Message.step_id, Message.variant)
+        .group_by(*columns)
     )
 
 
