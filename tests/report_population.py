@@ -12,17 +12,27 @@ import datetime as dt
 import random
 from dataclasses import dataclass, field
 
+import yaml
 from sqlalchemy import Engine
 
 from outreach.campaigns import CampaignFile
 from outreach.store.db import session_scope
 from outreach.store.models import Campaign, Enrollment, InboundMessage, Message, MessageStatus, PhoneConsent
-from tests.factories import add_patient, campaign
+from tests.factories import add_patient
 
 ON = dt.date(2026, 11, 2)
+YAML = """
+id: {id}
+name: {name}
+active: {{from: 2026-01-01}}
+audience: {{age: {{min: 40, max: 75}}, sex: any}}
+steps:
+  - {{id: invite, after: 0d, text: {{en: "Hi {{first_name}}. Reply STOP to opt out."}}}}
+  - {{id: reminder, after: 7d, text: {{en: "Hi again {{first_name}}. Reply STOP to opt out."}}}}
+"""
+TEXTS = {"alpha": YAML.format(id="alpha", name="Alpha"), "beta": YAML.format(id="beta", name="Beta")}
 FILES: dict[str, CampaignFile] = {
-    "alpha": campaign(id="alpha", name="Alpha"),
-    "beta": campaign(id="beta", name="Beta"),
+    cid: CampaignFile.model_validate(yaml.safe_load(text)) for cid, text in TEXTS.items()
 }
 STATUSES = [
     MessageStatus.delivered,

@@ -129,4 +129,3 @@ def users_reset_mfa(email: str) -> None:
     with session_scope(engine()) as session:
         user = reset_mfa(session, email, by=_actor(), at=utcnow())
         say(f"{user.email}: second factor reset; the next sign-in enrols a new authenticator")
-

@@ -2,7 +2,8 @@
 
 - guard.py: security headers, the session, CSRF, role checks (`need(role)`)
 - auth.py: sign-in, TOTP enrolment and codes, sign-out
-- inbox.py, conversation.py: the inbox; users.py, audit_log.py, optouts.py, roster.py: the control room
+- inbox.py, conversation.py: the inbox; users.py, audit_log.py, optouts.py, roster.py, reports.py
+  (charts.py): the control room
 - render.py: Jinja2; templates/ and static/ (htmx, CSS)
 
 The rules live in outreach/team/ (no HTTP there). The workspace is its own FastAPI app mounted at
@@ -20,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from starlette.types import ASGIApp
 
-from outreach.apps.web.workspace import audit_log, auth, conversation, inbox, optouts, roster, users
+from outreach.apps.web.workspace import audit_log, auth, conversation, inbox, optouts, reports, roster, users
 from outreach.apps.web.workspace.guard import Forbidden, Gate, Redirect, SecurityHeaders
 from outreach.apps.web.workspace.render import STATIC, Pages
 from outreach.campaigns import CampaignFile
@@ -57,6 +58,7 @@ def create_workspace(
         audit_log.router,
         optouts.router,
         roster.router,
+        reports.router,
     ):
         app.include_router(router)
 
