@@ -66,18 +66,22 @@ class Population:
     opt_outs: list[tuple[str, dt.datetime, str | None]] = field(default_factory=list)  # phone, at, by
 
 
-def build(engine: Engine, seed: int = 7, patients: int = 90) -> Population:
-    """Write the population; returns what was written."""
+def build(
+    engine: Engine, seed: int = 7, patients: int = 90, on: dt.date = ON, ids: tuple[str, ...] = tuple(FILES)
+) -> Population:
+    """Write the population (activity in the 40 days up to `on`, in campaigns `ids`); returns what
+    was written."""
     rng = random.Random(seed)
     pop = Population()
-    start = dt.datetime.combine(ON, dt.time(12)) - dt.timedelta(days=40)
+    start = dt.datetime.combine(on, dt.time(12)) - dt.timedelta(days=40)
     sids = 0
     with session_scope(engine) as s:
-        s.add_all([Campaign(id=c.id, name=c.name, content_hash="x") for c in FILES.values()])
+        names = {cid: FILES[cid].name if cid in FILES else cid for cid in ids}
+        s.add_all([Campaign(id=cid, name=name, content_hash="x") for cid, name in names.items()])
         for i in range(patients):
             language = "es" if i % 3 == 0 else "en"
             p = add_patient(s, f"m{i}", phone=f"(617) 555-{1000 + i:04d}", language=language)
-            for cid in FILES:
+            for cid in ids:
                 if rng.random() < 0.25:
                     continue
                 e = Enrollment(patient_id=p.id, campaign_id=cid, enrolled_on=start.date(), language=language)
@@ -123,6 +127,8 @@ def build(engine: Engine, seed: int = 7, patients: int = 90) -> Population:
                         )
                     )
                     pop.replies.append((cid, when, kind))
+                    if kind != "opt_out":  # what the reply handler records (outreach/listen/replies.py)
+                        e.replied_at = min(e.replied_at or when, when)
             if rng.random() < 0.3:
                 when = start + dt.timedelta(hours=rng.randrange(0, 41 * 24), minutes=30)
                 by = rng.choice(HOW)
