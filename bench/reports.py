@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", metavar="SCHEMA", help="build into this schema and keep it afterwards")
     parser.add_argument("--drop", metavar="SCHEMA", help="drop a kept schema and exit")
     args = parser.parse_args(argv)
+    # The web app refuses to start without a clinic name and number (HELP answers name them).
+    os.environ.setdefault("OUTREACH_CLINIC_NAME", "Riverside Health")
+    os.environ.setdefault("OUTREACH_CLINIC_PHONE", "(617) 555-0100")
     admin = dbmod.engine_for(args.database_url)
     if args.drop:
         _drop(admin, args.drop)

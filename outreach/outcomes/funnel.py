@@ -110,6 +110,7 @@ from outreach.outcomes.counts import Key, count_all, link_hits
 from outreach.outcomes.daily import Day, add_up, daily, empty
 from outreach.plan.eligibility import count_eligible
 from outreach.send import holds
+from outreach.store import sql
 from outreach.store.db import session_scope
 from outreach.store.models import Arm, Campaign, Enrollment
 
@@ -281,6 +282,7 @@ def funnel(
     """
     files = dict(campaigns or {})
     with session_scope(engine) as session:
+        sql.jit_off(session)
         names = {cid: name for cid, name in session.execute(select(Campaign.id, Campaign.name))}
         names |= {cid: c.name for cid, c in files.items()}
         if campaign_id is not None and campaign_id not in names:
