@@ -60,6 +60,7 @@ class Cell(Protocol):
     undelivered_codes: Any
     cancel_reasons: Any
     opted_out_by: Any
+    sent_days: Any
     outcomes: Any
     ended: Any
 
@@ -67,10 +68,14 @@ class Cell(Protocol):
 CellOf = Callable[[Key], Cell]
 
 
-def count_all(session: Session, cell: CellOf, scope: list[ColumnElement[bool]]) -> None:
-    """Fill the cells (`cell(key)` finds or makes one) with every figure of the funnel."""
+def count_all(
+    session: Session, cell: CellOf, scope: list[ColumnElement[bool]], sent_day: ColumnElement[Any]
+) -> None:
+    """Fill the cells (`cell(key)` finds or makes one) with every figure of the funnel. `sent_day`
+    (outreach/outcomes/daily.py) is the day a text counts for in the daily figures, or NULL: it is
+    grouped in the same pass over the outbox, which is the report's largest table."""
     _count_enrolled(session, cell, scope)
-    _count_outbox(session, cell, scope)
+    _count_outbox(session, cell, scope, sent_day)
     _count_engagement(session, cell, scope)
     _count_outcomes(session, cell, scope)
     _count_endings(session, cell, scope)
@@ -124,7 +129,9 @@ def _count_enrolled(session: Session, cell: CellOf, scope: list[ColumnElement[bo
         cell((campaign, language, None, None)).enrolled += n
 
 
-def _count_outbox(session: Session, cell: CellOf, scope: list[ColumnElement[bool]]) -> None:
+def _count_outbox(
+    session: Session, cell: CellOf, scope: list[ColumnElement[bool]], sent_day: ColumnElement[Any]
+) -> None:
     messages = (
         select(
             Enrollment.campaign_id,
@@ -135,15 +142,19 @@ def _count_outbox(session: Session, cell: CellOf, scope: list[ColumnElement[bool
             Message.provider_sid.is_not(None).label("accepted"),
             Message.error_code,
             Message.cancel_reason,
+            sent_day.label("sent_day"),
         )
         .select_from(Message)
         .join(Enrollment, Message.enrollment_id == Enrollment.id)
         .where(Message.kind == MessageKind.outreach, *scope)
     )
-    for campaign, language, step, variant, status, accepted, code, reason, n in session.execute(
+    for campaign, language, step, variant, status, accepted, code, reason, day, n in session.execute(
         grouped(messages)
     ):
-        _count_messages(cell((campaign, language, step, variant)), status, bool(accepted), code, reason, n)
+        target = cell((campaign, language, step, variant))
+        _count_messages(target, status, bool(accepted), code, reason, n)
+        if day is not None:
+            target.sent_days[day] += n
 
 
 def _count_engagement(session: Session, cell: CellOf, scope: list[ColumnElement[bool]]) -> None:

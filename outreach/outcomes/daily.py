@@ -1,7 +1,8 @@
 """Daily sends and replies per campaign over the last 30 days (`outreach report`, /app/reports).
 
-Two grouped queries per report (one over the outbox, one over the replies), whatever the number of
-enrollments; Python only fills the days that had nothing with zeros. Days are UTC calendar days
+Sends are grouped by day in the funnel's own pass over the outbox (`sent_day`, used by
+outreach/outcomes/counts.py), replies by one grouped query; Python only fills the days that had
+nothing with zeros. Days are UTC calendar days
 (`outreach.store.sql.day_of`, the same day the closure attribution uses), the last one being the
 report's `on` day.
 
@@ -14,17 +15,17 @@ report's `on` day.
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, and_, case, or_, select
 from sqlalchemy.orm import Session
 
 from outreach.listen.classify import Kind
 from outreach.outcomes.counts import grouped
 from outreach.store import sql
-from outreach.store.models import Enrollment, InboundMessage, Message, MessageKind
+from outreach.store.models import Enrollment, InboundMessage, Message
 
 DAYS = 30
 
@@ -50,33 +51,26 @@ def empty(on: dt.date) -> list[Day]:
     return [Day(day) for day in window(on)]
 
 
-def daily(session: Session, scope: list[ColumnElement[bool]], on: dt.date) -> dict[str, list[Day]]:
-    """Per campaign, the window's days (all of them, zeros included) with their sends and replies."""
+def _bounds(on: dt.date) -> tuple[dt.datetime, dt.datetime]:
     first = window(on)[0]
-    start = dt.datetime.combine(first, dt.time())
-    end = dt.datetime.combine(on + dt.timedelta(days=1), dt.time())
-    found: dict[str, dict[dt.date, Day]] = defaultdict(dict)
+    return dt.datetime.combine(first, dt.time()), dt.datetime.combine(on + dt.timedelta(days=1), dt.time())
 
-    def day_of(campaign: str, day: Any) -> Day:
-        day = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
-        return found[campaign].setdefault(day, Day(day))
 
+def sent_day(on: dt.date) -> ColumnElement[Any]:
+    """The day a text counts for among the window's sends, NULL when it does not (not accepted by
+    the provider, or outside the window). counts.count_all groups the outbox by it in its one pass
+    over the outbox, instead of a second scan of the report's largest table."""
+    start, end = _bounds(on)
     went = Message.went_out_at
-    sends = (
-        select(Enrollment.campaign_id, sql.day_of(went).label("day"))
-        .select_from(Message)
-        .join(Enrollment, Message.enrollment_id == Enrollment.id)
-        .where(
-            Message.kind == MessageKind.outreach,
-            Message.provider_sid.is_not(None),
-            went >= start,
-            went < end,
-            *scope,
-        )
-    )
-    for campaign, day, n in session.execute(grouped(sends)):
-        day_of(campaign, day).sent += n
+    accepted_in_window = and_(Message.provider_sid.is_not(None), went >= start, went < end)
+    return case((accepted_in_window, sql.day_of(went)), else_=None)
 
+
+def daily_replies(
+    session: Session, scope: list[ColumnElement[bool]], on: dt.date
+) -> dict[str, Counter[dt.date]]:
+    """Per campaign, the replies (not opt-outs) that arrived on each day of the window."""
+    start, end = _bounds(on)
     replies = (
         select(Enrollment.campaign_id, sql.day_of(InboundMessage.received_at).label("day"))
         .select_from(InboundMessage)
@@ -88,10 +82,23 @@ def daily(session: Session, scope: list[ColumnElement[bool]], on: dt.date) -> di
             *scope,
         )
     )
+    found: dict[str, Counter[dt.date]] = defaultdict(Counter)
     for campaign, day, n in session.execute(grouped(replies)):
-        day_of(campaign, day).replies += n
+        found[campaign][_date(day)] += n
+    return dict(found)
 
-    return {campaign: [days.get(day, Day(day)) for day in window(on)] for campaign, days in found.items()}
+
+def days(on: dt.date, sent: Counter[Any], replies: Counter[dt.date]) -> list[Day]:
+    """The window's days, zeros included, from a campaign's sends (counts' `sent_days`) and replies."""
+    sends: Counter[dt.date] = Counter()
+    for day, n in sent.items():
+        sends[_date(day)] += n
+    return [Day(day, sends[day], replies[day]) for day in window(on)]
+
+
+def _date(day: Any) -> dt.date:
+    """SQLite's date() is text; PostgreSQL's is a date."""
+    return day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day))
 
 
 def add_up(into: list[Day], other: list[Day]) -> None:

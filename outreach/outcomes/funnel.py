@@ -107,7 +107,7 @@ from outreach.campaigns import CampaignFile
 from outreach.errors import UserError
 from outreach.outcomes.arms import Comparison, compare_arms
 from outreach.outcomes.counts import Key, count_all, link_hits
-from outreach.outcomes.daily import Day, add_up, daily, empty
+from outreach.outcomes.daily import Day, add_up, daily_replies, days, empty, sent_day
 from outreach.plan.eligibility import count_eligible
 from outreach.send import holds
 from outreach.store import sql
@@ -155,6 +155,7 @@ class Figures:
     undelivered_codes: Counter[str] = field(default_factory=Counter)
     cancel_reasons: Counter[str] = field(default_factory=Counter)
     opted_out_by: Counter[str] = field(default_factory=Counter)
+    sent_days: Counter[dt.date] = field(default_factory=Counter)  # for `daily`, not printed per step
 
     def add(self, other: Figures) -> None:
         """Add `other`'s figures (only the fields `self` has: a step takes a cell's step figures)."""
@@ -294,11 +295,14 @@ def funnel(
         cells: dict[Key, Summary] = {}
         scope = _scope(campaign_id, since)
         count_all(
-            session, lambda key: cells.setdefault(key, Summary()), [*scope, Enrollment.arm == Arm.treated]
+            session,
+            lambda key: cells.setdefault(key, Summary()),
+            [*scope, Enrollment.arm == Arm.treated],
+            sent_day(on),
         )
         arms = compare_arms(session, scope)
         hits = link_hits(session, scope)
-        days = daily(session, scope, on)
+        replies = daily_replies(session, scope, on)
         eligible = {
             cid: count_eligible(session, files[cid], on)
             for cid in ids
@@ -311,7 +315,7 @@ def funnel(
         campaign = _campaign_funnel(cid, names[cid], files.get(cid), mine, on, eligible.get(cid))
         campaign.arms = arms.get(cid, Comparison())
         campaign.links = hits.get(cid, campaign.links)
-        campaign.daily = days.get(cid) or empty(on)
+        campaign.daily = days(on, campaign.summary.sent_days, replies.get(cid, Counter()))
         add_up(report.daily, campaign.daily)
         report.totals.add(campaign.summary)
         for language, summary in campaign.languages.items():
