@@ -104,14 +104,14 @@ def _credited(enrollment_id: Any, moment: Any) -> Any:
 def _by_message(credited: AnySelect) -> AnySelect:
     """Count rows of `credited` (campaign_id, language, message_id) per the message's step and
     variant (both None when no message is credited), grouped over plain subquery columns, which is
-    what PostgreSQL accepts as the same expression in GROUP BY."""
+    what PostgreSQL accepts as the same expression in GROUP BY. Step and variant are looked up by
+    primary key for each credited row: a join let PostgreSQL hash the whole outbox (seconds at a
+    million texts) for the few rows credited."""
     inner = credited.subquery()
-    step, variant = Message.step_id, Message.variant
-    return (
-        select(inner.c.campaign_id, inner.c.language, step, variant, func.count())
-        .select_from(inner)
-        .outerjoin(Message, Message.id == inner.c.message_id)
-        .group_by(inner.c.campaign_id, inner.c.language, step, variant)
+    step = select(Message.step_id).where(Message.id == inner.c.message_id).scalar_subquery()
+    variant = select(Message.variant).where(Message.id == inner.c.message_id).scalar_subquery()
+    return grouped(
+        select(inner.c.campaign_id, inner.c.language, step.label("step"), variant.label("variant"))
     )
 
 
