@@ -217,7 +217,7 @@ def figures(**values: Any) -> dict[str, Any]:
         ],
         0,
     )
-    out |= {"failed_codes": {}, "undelivered_codes": {}, "cancel_reasons": {}}
+    out |= {"failed_codes": {}, "undelivered_codes": {}, "cancel_reasons": {}, "opted_out_by": {}}
     out |= {"delivered_pct": None, "replied_pct": None, "engaged_pct": None, "activated_pct": None}
     out |= {"gap_closed_pct": None}
     out.update(values)
@@ -238,6 +238,16 @@ def no_holdout(enrolled: int) -> dict[str, Any]:
         "days_to_close_median": None,
         "links": {"clicks": 0, "previews": 0},
     }
+
+
+def days(**active: tuple[int, int]) -> list[dict[str, Any]]:
+    """The 30 days up to ON, zeros but for `active` (`oct08=(sent, replies)`)."""
+    out = []
+    for back in range(29, -1, -1):
+        day = ON - dt.timedelta(days=back)
+        sent, replies = active.get(day.strftime("%b%d").lower(), (0, 0))
+        out.append({"date": day.isoformat(), "sent": sent, "replies": replies})
+    return out
 
 
 def summary(
@@ -262,6 +272,7 @@ ALPHA_INVITE = figures(
     replied=1,
     activated=1,
     opted_out=1,
+    opted_out_by={"STOP": 1},
     failed_codes={"21211": 1},
     undelivered_codes={"30003": 1},
     delivered_pct=66.7,
@@ -298,6 +309,7 @@ ALPHA_EN = summary(
     replied=1,
     activated=1,
     opted_out=1,
+    opted_out_by={"STOP": 1},
     failed_codes={"30008": 1},
     undelivered_codes={"30003": 1},
     cancel_reasons={"opted out": 1},
@@ -340,6 +352,7 @@ ALPHA_ALL = summary(
     replied=2,
     activated=2,
     opted_out=1,
+    opted_out_by={"STOP": 1},
     failed_codes={"21211": 1, "30008": 1},
     undelivered_codes={"30003": 1},
     cancel_reasons={"opted out": 1, "replied": 1},
@@ -354,6 +367,7 @@ BETA_INVITE = figures(
     replied=3,
     activated=2,
     opted_out=1,
+    opted_out_by={"twilio:21610": 1},
     delivered_pct=66.7,
     replied_pct=100.0,
     activated_pct=66.7,
@@ -395,6 +409,7 @@ BETA_ES = summary(
     replied=1,
     activated=1,
     opted_out=1,
+    opted_out_by={"twilio:21610": 1},
     failed_codes={"21610": 1},
     delivered_pct=100.0,
     replied_pct=100.0,
@@ -414,6 +429,7 @@ BETA_ALL = summary(
     replied=3,
     activated=2,
     opted_out=1,
+    opted_out_by={"twilio:21610": 1},
     failed_codes={"21610": 1},
     cancel_reasons={"campaign ended": 1},
     delivered_pct=66.7,
@@ -429,6 +445,8 @@ EXPECTED_ALPHA = {
     "steps": [{"step": "invite", **ALPHA_INVITE}, {"step": "reminder", **ALPHA_REMINDER}],
     "languages": [{"language": "en", **ALPHA_EN}, {"language": "es", **ALPHA_ES}],
     **no_holdout(5),
+    # In the 30 days to Nov 2: e1's and e2's reminders (Oct 8), e1's reply (Oct 9); the rest is older.
+    "daily": days(oct08=(2, 0), oct09=(0, 1)),
 }
 EXPECTED_BETA = {
     "id": "beta",
@@ -439,6 +457,7 @@ EXPECTED_BETA = {
     "steps": [{"step": "invite", **BETA_INVITE}, {"step": "reminder", **BETA_REMINDER}],
     "languages": [{"language": "en", **BETA_EN}, {"language": "es", **BETA_ES}],
     **no_holdout(3),
+    "daily": days(oct15=(1, 0), oct16=(0, 1)),  # e7's invite and reply (its reminder was refused)
 }
 EXPECTED_TOTALS = {
     "campaigns": 2,
@@ -459,6 +478,7 @@ EXPECTED_TOTALS = {
         replied=5,
         activated=4,
         opted_out=2,
+        opted_out_by={"STOP": 1, "twilio:21610": 1},
         failed_codes={"21211": 1, "21610": 1, "30008": 1},
         undelivered_codes={"30003": 1},
         cancel_reasons={"campaign ended": 1, "opted out": 1, "replied": 1},
@@ -485,6 +505,7 @@ EXPECTED_TOTALS = {
                 replied=3,
                 activated=2,
                 opted_out=1,
+                opted_out_by={"STOP": 1},
                 failed_codes={"30008": 1},
                 undelivered_codes={"30003": 1},
                 cancel_reasons={"campaign ended": 1, "opted out": 1},
@@ -509,6 +530,7 @@ EXPECTED_TOTALS = {
                 replied=2,
                 activated=2,
                 opted_out=1,
+                opted_out_by={"twilio:21610": 1},
                 failed_codes={"21211": 1, "21610": 1},
                 cancel_reasons={"replied": 1},
                 delivered_pct=100.0,
@@ -517,6 +539,7 @@ EXPECTED_TOTALS = {
             ),
         },
     ],
+    "daily": days(oct08=(2, 0), oct09=(0, 1), oct15=(1, 0), oct16=(0, 1)),
 }
 
 
@@ -581,6 +604,7 @@ def test_since_keeps_enrollments_from_that_day(history: Engine) -> None:
                     replied=1,
                     activated=1,
                     opted_out=1,
+                    opted_out_by={"twilio:21610": 1},
                     delivered_pct=100.0,
                     replied_pct=100.0,
                     activated_pct=100.0,
@@ -590,6 +614,7 @@ def test_since_keeps_enrollments_from_that_day(history: Engine) -> None:
         ],
         "languages": [{"language": "es", **BETA_ES}],
         **no_holdout(1),
+        "daily": days(oct15=(1, 0), oct16=(0, 1)),
     }
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pyotp
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from outreach.campaigns import CampaignFile
 from outreach.store.db import session_scope
 from outreach.store.models import Handoff, InboundMessage, Patient
 from outreach.team.accounts import add_user, totp_uri
@@ -116,14 +117,19 @@ def patient(
 
 
 @contextlib.contextmanager
-def workspace_client(engine: Engine, clock: Clock) -> Iterator[TestClient]:
-    """The whole web app (webhooks and workspace) over the test database, with no campaigns."""
+def workspace_client(
+    engine: Engine, clock: Clock, campaigns: Mapping[str, CampaignFile] | None = None
+) -> Iterator[TestClient]:
+    """The whole web app (webhooks and workspace) over the test database, with `campaigns` (none
+    by default) as the loaded files."""
     from outreach.apps.web.app import create_app
     from outreach.config import get_settings
 
     settings = get_settings().model_copy(
         update={"twilio_auth_token": "t" * 32, "public_url": "http://127.0.0.1:8000"}
     )
-    app = create_app(settings, engine=engine, campaigns={}, clock=clock, dispatch=lambda ids: None)
+    app = create_app(
+        settings, engine=engine, campaigns=dict(campaigns or {}), clock=clock, dispatch=lambda ids: None
+    )
     with TestClient(app) as client:
         yield client

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypeAlias
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, case, func, or_, select
 from sqlalchemy.orm import Session
 
+from outreach.listen.optouts import STAFF
 from outreach.store.models import (
     Activation,
     EndReason,
@@ -58,6 +59,8 @@ class Cell(Protocol):
     failed_codes: Any
     undelivered_codes: Any
     cancel_reasons: Any
+    opted_out_by: Any
+    sent_days: Any
     outcomes: Any
     ended: Any
 
@@ -65,10 +68,14 @@ class Cell(Protocol):
 CellOf = Callable[[Key], Cell]
 
 
-def count_all(session: Session, cell: CellOf, scope: list[ColumnElement[bool]]) -> None:
-    """Fill the cells (`cell(key)` finds or makes one) with every figure of the funnel."""
+def count_all(
+    session: Session, cell: CellOf, scope: list[ColumnElement[bool]], sent_day: ColumnElement[Any]
+) -> None:
+    """Fill the cells (`cell(key)` finds or makes one) with every figure of the funnel. `sent_day`
+    (outreach/outcomes/daily.py) is the day a text counts for in the daily figures, or NULL: it is
+    grouped in the same pass over the outbox, which is the report's largest table."""
     _count_enrolled(session, cell, scope)
-    _count_outbox(session, cell, scope)
+    _count_outbox(session, cell, scope, sent_day)
     _count_engagement(session, cell, scope)
     _count_outcomes(session, cell, scope)
     _count_endings(session, cell, scope)
@@ -97,18 +104,18 @@ def _credited(enrollment_id: Any, moment: Any) -> Any:
 def _by_message(credited: AnySelect) -> AnySelect:
     """Count rows of `credited` (campaign_id, language, message_id) per the message's step and
     variant (both None when no message is credited), grouped over plain subquery columns, which is
-    what PostgreSQL accepts as the same expression in GROUP BY."""
+    what PostgreSQL accepts as the same expression in GROUP BY. Step and variant are looked up by
+    primary key for each credited row: a join let PostgreSQL hash the whole outbox (seconds at a
+    million texts) for the few rows credited."""
     inner = credited.subquery()
-    step, variant = Message.step_id, Message.variant
-    return (
-        select(inner.c.campaign_id, inner.c.language, step, variant, func.count())
-        .select_from(inner)
-        .outerjoin(Message, Message.id == inner.c.message_id)
-        .group_by(inner.c.campaign_id, inner.c.language, step, variant)
+    step = select(Message.step_id).where(Message.id == inner.c.message_id).scalar_subquery()
+    variant = select(Message.variant).where(Message.id == inner.c.message_id).scalar_subquery()
+    return grouped(
+        select(inner.c.campaign_id, inner.c.language, step.label("step"), variant.label("variant"))
     )
 
 
-def _grouped(stmt: AnySelect) -> AnySelect:
+def grouped(stmt: AnySelect) -> AnySelect:
     inner = stmt.subquery()
     columns = list(inner.c)
     return select(*columns, func.count()).group_by(*columns)
@@ -122,7 +129,9 @@ def _count_enrolled(session: Session, cell: CellOf, scope: list[ColumnElement[bo
         cell((campaign, language, None, None)).enrolled += n
 
 
-def _count_outbox(session: Session, cell: CellOf, scope: list[ColumnElement[bool]]) -> None:
+def _count_outbox(
+    session: Session, cell: CellOf, scope: list[ColumnElement[bool]], sent_day: ColumnElement[Any]
+) -> None:
     messages = (
         select(
             Enrollment.campaign_id,
@@ -133,15 +142,19 @@ def _count_outbox(session: Session, cell: CellOf, scope: list[ColumnElement[bool
             Message.provider_sid.is_not(None).label("accepted"),
             Message.error_code,
             Message.cancel_reason,
+            sent_day.label("sent_day"),
         )
         .select_from(Message)
         .join(Enrollment, Message.enrollment_id == Enrollment.id)
         .where(Message.kind == MessageKind.outreach, *scope)
     )
-    for campaign, language, step, variant, status, accepted, code, reason, n in session.execute(
-        _grouped(messages)
+    for campaign, language, step, variant, status, accepted, code, reason, day, n in session.execute(
+        grouped(messages)
     ):
-        _count_messages(cell((campaign, language, step, variant)), status, bool(accepted), code, reason, n)
+        target = cell((campaign, language, step, variant))
+        _count_messages(target, status, bool(accepted), code, reason, n)
+        if day is not None:
+            target.sent_days[day] += n
 
 
 def _count_engagement(session: Session, cell: CellOf, scope: list[ColumnElement[bool]]) -> None:
@@ -169,15 +182,27 @@ def _count_engagement(session: Session, cell: CellOf, scope: list[ColumnElement[
     for campaign, language, step, variant, n in session.execute(_by_message(activated)):
         cell((campaign, language, step, variant)).activated += n
 
+    # Each enrollment's first clicked link, found from the (few) clicks rather than probed for on
+    # every enrollment: a correlated subquery per enrollment cost seconds at a million enrollments.
     first_click = (
-        select(LinkClick.message_id)
-        .where(LinkClick.enrollment_id == Enrollment.id, LinkClick.clicks > 0)
-        .order_by(LinkClick.first_click_at, LinkClick.message_id)
-        .limit(1)
-        .scalar_subquery()
+        select(
+            LinkClick.enrollment_id,
+            LinkClick.message_id,
+            func.row_number()
+            .over(
+                partition_by=LinkClick.enrollment_id,
+                order_by=(LinkClick.first_click_at, LinkClick.message_id),
+            )
+            .label("nth"),
+        )
+        .where(LinkClick.clicks > 0)
+        .subquery()
     )
-    clicked = select(Enrollment.campaign_id, Enrollment.language, first_click.label("message_id")).where(
-        first_click.is_not(None), *scope
+    clicked = (
+        select(Enrollment.campaign_id, Enrollment.language, first_click.c.message_id.label("message_id"))
+        .select_from(first_click)
+        .join(Enrollment, Enrollment.id == first_click.c.enrollment_id)
+        .where(first_click.c.nth == 1, *scope)
     )
     for campaign, language, step, variant, n in session.execute(_by_message(clicked)):
         cell((campaign, language, step, variant)).clicked += n
@@ -188,15 +213,17 @@ def _count_engagement(session: Session, cell: CellOf, scope: list[ColumnElement[
     for campaign, language, step, variant, n in session.execute(_by_message(closed)):
         cell((campaign, language, step, variant)).gap_closed += n
 
-    for campaign, language, step, variant, n in session.execute(_opt_outs(scope)):
-        cell((campaign, language, step, variant)).opted_out += n
+    for campaign, language, step, variant, by, n in session.execute(_opt_outs(scope)):
+        target = cell((campaign, language, step, variant))
+        target.opted_out += n
+        target.opted_out_by[by] += n
 
 
 def _count_outcomes(session: Session, cell: CellOf, scope: list[ColumnElement[bool]]) -> None:
     """What the patients asked for (a reply rule's outcome) and why enrollments ended."""
     for column, counter in ((Enrollment.outcome, "outcomes"), (Enrollment.end_reason, "ended")):
         rows = select(Enrollment.campaign_id, Enrollment.language, column).where(column.is_not(None), *scope)
-        for campaign, language, name, n in session.execute(_grouped(rows)):
+        for campaign, language, name, n in session.execute(grouped(rows)):
             getattr(cell((campaign, language, None, None)), counter)[name] += n
 
 
@@ -208,7 +235,7 @@ def _count_endings(session: Session, cell: CellOf, scope: list[ColumnElement[boo
         .join(Enrollment, Handoff.enrollment_id == Enrollment.id)
         .where(*scope)
     )
-    for campaign, language, status, n in session.execute(_grouped(handoffs)):
+    for campaign, language, status, n in session.execute(grouped(handoffs)):
         target = cell((campaign, language, None, None))
         if status == "open":
             target.handoffs_open += n
@@ -243,9 +270,17 @@ def _code(code: int | None) -> str:
     return "none" if code is None else str(code)
 
 
+def opt_out_how() -> ColumnElement[str]:
+    """How a number opted out, as the report groups it: the keyword (STOP, ...) or the provider's
+    error (twilio:21610) as recorded; a staff change is just "staff" (its free-text reason stays in
+    the audit log and off the report); "none" when nothing was recorded."""
+    by = PhoneConsent.opted_out_by
+    return case((by.like(f"{STAFF}%"), STAFF), else_=func.coalesce(by, "none"))
+
+
 def _opt_outs(scope: list[ColumnElement[bool]]) -> AnySelect:
     """Opted-out numbers per (campaign, language, step, variant) of the latest message that reached
-    them before the opt-out: one number, one credited message."""
+    them before the opt-out, and how they opted out: one number, one credited message."""
     last = (
         select(Message.id)
         .where(
@@ -260,14 +295,19 @@ def _opt_outs(scope: list[ColumnElement[bool]]) -> AnySelect:
         .correlate(PhoneConsent)
         .scalar_subquery()
     )
-    credited = select(last.label("message_id")).where(PhoneConsent.opted_out_at.is_not(None)).subquery()
+    credited = (
+        select(last.label("message_id"), opt_out_how().label("how"))
+        .where(PhoneConsent.opted_out_at.is_not(None))
+        .subquery()
+    )
+    columns = (Enrollment.campaign_id, Enrollment.language, Message.step_id, Message.variant, credited.c.how)
     return (
-        select(Enrollment.campaign_id, Enrollment.language, Message.step_id, Message.variant, func.count())
+        select(*columns, func.count())
         .select_from(credited)
         .join(Message, Message.id == credited.c.message_id)
         .join(Enrollment, Message.enrollment_id == Enrollment.id)
         .where(*scope)
-        .group_by(Enrollment.campaign_id, Enrollment.language, Message.step_id, Message.variant)
+        .group_by(*columns)
     )
 
 

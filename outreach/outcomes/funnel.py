@@ -35,6 +35,12 @@ What the figures mean
 - ``opted_out``: numbers whose opt-out came after a message of this campaign, credited to the
   latest message (of any campaign) that reached the number before the opt-out, so no number is
   counted twice.
+- ``opted_out_by``: the same opt-outs by how the number opted out: the keyword as the patient sent
+  it (``STOP``, ...), the provider's refusal (``twilio:21610``), ``staff`` (a coordinator, with the
+  reason in the audit log), ``none`` when nothing was recorded.
+- ``daily``: per campaign and in the totals, the last 30 UTC days up to ``--on``, oldest first, each
+  ``{"date", "sent", "replies"}``: texts the provider accepted that day and replies (not opt-outs)
+  that arrived that day (outreach/outcomes/daily.py). ``--since`` applies to it too.
 - ``outcomes``: enrollments per reply outcome; ``ended``: enrollments per end reason (gap_closed,
   excluded); ``handoffs``: hand-offs of those enrollments, open and closed.
 - ``delivered_pct``, ``replied_pct``, ``engaged_pct``, ``activated_pct``, ``gap_closed_pct``:
@@ -66,18 +72,20 @@ JSON (`outreach report --json`), stable::
           "lift": {"difference": 0.04, "ci95": [-0.0095, 0.0689], "p_value": 0.1797} | null,
           "lift_note": null | "holdout too small to conclude: ...",
           "days_to_close_median": 12.5 | null,
-          "links": {"clicks": 40, "previews": 12}
+          "links": {"clicks": 40, "previews": 12},
+          "daily": [{"date": "2026-10-25", "sent": 120, "replies": 9}, ...]   # 30 days, oldest first
         }
       ],
       "totals": {"campaigns": 2, "eligible": 2000, "enrolled": 1500, <FIGURES>,
-                 "outcomes": {...}, "handoffs": {...}, "languages": [...]},
+                 "outcomes": {...}, "handoffs": {...}, "languages": [...], "daily": [...]},
       "sender_holds": [{"sender", "scope", "error_code", "http_status", "message", "since",
                         "seen_at", "next_probe_at"}]   # sending paused for an operator error
     }
 
     <FIGURES> = "planned", "pending", "sent", "delivered", "undelivered", "failed", "canceled",
                 "unknown", "replied", "engaged", "activated", "clicked", "gap_closed", "opted_out"
-                (integers), "failed_codes", "undelivered_codes", "cancel_reasons" ({string: integer}),
+                (integers), "failed_codes", "undelivered_codes", "cancel_reasons", "opted_out_by"
+                ({string: integer}),
                 "delivered_pct", "replied_pct", "engaged_pct", "activated_pct", "gap_closed_pct"
                 (number or null)
 
@@ -99,8 +107,10 @@ from outreach.campaigns import CampaignFile
 from outreach.errors import UserError
 from outreach.outcomes.arms import Comparison, compare_arms
 from outreach.outcomes.counts import Key, count_all, link_hits
+from outreach.outcomes.daily import Day, add_up, daily_replies, days, empty, sent_day
 from outreach.plan.eligibility import count_eligible
 from outreach.send import holds
+from outreach.store import sql
 from outreach.store.db import session_scope
 from outreach.store.models import Arm, Campaign, Enrollment
 
@@ -144,6 +154,8 @@ class Figures:
     failed_codes: Counter[str] = field(default_factory=Counter)
     undelivered_codes: Counter[str] = field(default_factory=Counter)
     cancel_reasons: Counter[str] = field(default_factory=Counter)
+    opted_out_by: Counter[str] = field(default_factory=Counter)
+    sent_days: Counter[dt.date] = field(default_factory=Counter)  # for `daily`, not printed per step
 
     def add(self, other: Figures) -> None:
         """Add `other`'s figures (only the fields `self` has: a step takes a cell's step figures)."""
@@ -161,6 +173,7 @@ class Figures:
         out["failed_codes"] = dict(sorted(self.failed_codes.items()))
         out["undelivered_codes"] = dict(sorted(self.undelivered_codes.items()))
         out["cancel_reasons"] = dict(sorted(self.cancel_reasons.items()))
+        out["opted_out_by"] = dict(sorted(self.opted_out_by.items()))
         out |= {f"{name}_pct": self.pct(getattr(self, name)) for name in _RATES}
         return out
 
@@ -197,6 +210,7 @@ class CampaignFunnel:
     variants: dict[str, dict[str, Figures]] = field(default_factory=dict)  # step -> variant -> figures
     arms: Comparison = field(default_factory=Comparison)
     links: dict[str, int] = field(default_factory=lambda: {"clicks": 0, "previews": 0})
+    daily: list[Day] = field(default_factory=list)  # the last DAYS days, oldest first
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -209,6 +223,7 @@ class CampaignFunnel:
             "languages": [{"language": lang, **s.as_json()} for lang, s in self.languages.items()],
             **self.arms.as_json(),
             "links": self.links,
+            "daily": [day.as_json() for day in self.daily],
         }
 
     def _step_json(self, step: str, figures: Figures) -> dict[str, Any]:
@@ -225,6 +240,7 @@ class FunnelReport:
     campaigns: list[CampaignFunnel]
     totals: Summary
     languages: dict[str, Summary]
+    daily: list[Day] = field(default_factory=list)
     # Senders paused for an account or configuration error (outreach.send.holds): the report is
     # where an operator looks when "pending" does not move.
     sender_holds: list[dict[str, Any]] = field(default_factory=list)
@@ -245,6 +261,7 @@ class FunnelReport:
                 "eligible": self.eligible,
                 **self.totals.as_json(),
                 "languages": [{"language": lang, **s.as_json()} for lang, s in self.languages.items()],
+                "daily": [day.as_json() for day in self.daily],
             },
             "sender_holds": self.sender_holds,
         }
@@ -266,6 +283,7 @@ def funnel(
     """
     files = dict(campaigns or {})
     with session_scope(engine) as session:
+        sql.jit_off(session)
         names = {cid: name for cid, name in session.execute(select(Campaign.id, Campaign.name))}
         names |= {cid: c.name for cid, c in files.items()}
         if campaign_id is not None and campaign_id not in names:
@@ -277,22 +295,28 @@ def funnel(
         cells: dict[Key, Summary] = {}
         scope = _scope(campaign_id, since)
         count_all(
-            session, lambda key: cells.setdefault(key, Summary()), [*scope, Enrollment.arm == Arm.treated]
+            session,
+            lambda key: cells.setdefault(key, Summary()),
+            [*scope, Enrollment.arm == Arm.treated],
+            sent_day(on),
         )
         arms = compare_arms(session, scope)
         hits = link_hits(session, scope)
+        replies = daily_replies(session, scope, on)
         eligible = {
             cid: count_eligible(session, files[cid], on)
             for cid in ids
             if cid in files and files[cid].is_active(on)
         }
 
-    report = FunnelReport(on=on, since=since, campaigns=[], totals=Summary(), languages={})
+    report = FunnelReport(on=on, since=since, campaigns=[], totals=Summary(), languages={}, daily=empty(on))
     for cid in ids:
         mine = {key: cell for key, cell in cells.items() if key[0] == cid}
         campaign = _campaign_funnel(cid, names[cid], files.get(cid), mine, on, eligible.get(cid))
         campaign.arms = arms.get(cid, Comparison())
         campaign.links = hits.get(cid, campaign.links)
+        campaign.daily = days(on, campaign.summary.sent_days, replies.get(cid, Counter()))
+        add_up(report.daily, campaign.daily)
         report.totals.add(campaign.summary)
         for language, summary in campaign.languages.items():
             report.languages.setdefault(language, Summary()).add(summary)

@@ -45,6 +45,7 @@ from sqlalchemy import (
     update,
 )
 
+from outreach.store import sql
 from outreach.store.models import Campaign, Patient
 
 BUCKETS = 4
@@ -139,7 +140,7 @@ def begin_chunk(conn: Connection) -> None:
     if conn.dialect.name == "sqlite":
         conn.execute(update(Campaign).where(literal(False)).values(name=Campaign.name))
     else:
-        conn.exec_driver_sql("SET LOCAL jit = off")
+        sql.jit_off(conn)
 
 
 def id_ranges(conn: Connection, query: Any) -> set[int]:

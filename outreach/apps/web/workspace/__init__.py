@@ -2,8 +2,8 @@
 
 - guard.py: security headers, the session, CSRF, role checks (`need(role)`)
 - auth.py: sign-in, TOTP enrolment and codes, sign-out
-- inbox.py, conversation.py: the inbox; users.py, audit_log.py, optouts.py, roster.py, campaigns.py:
-  the control room
+- inbox.py, conversation.py: the inbox; users.py, audit_log.py, optouts.py, roster.py, campaigns.py,
+  reports.py (charts.py): the control room
 - render.py: Jinja2; templates/ and static/ (htmx, CSS)
 
 The rules live in outreach/team/ (no HTTP there). The workspace is its own FastAPI app mounted at
@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 from starlette.types import ASGIApp
 
-from outreach.apps.web.workspace import audit_log, auth, conversation, inbox, optouts, roster, users
+from outreach.apps.web.workspace import audit_log, auth, conversation, inbox, optouts, reports, roster, users
 from outreach.apps.web.workspace import campaigns as campaigns_page
 from outreach.apps.web.workspace.guard import Forbidden, Gate, Redirect, SecurityHeaders
 from outreach.apps.web.workspace.render import STATIC, Pages
@@ -60,6 +60,7 @@ def create_workspace(
         optouts.router,
         roster.router,
         campaigns_page.router,
+        reports.router,
     ):
         app.include_router(router)
 

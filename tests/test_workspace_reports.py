@@ -1,0 +1,155 @@
+"""/app/reports and /app/reports.csv over HTTP: every figure on the page and in the CSV equals the
+one `outreach report --json` prints for the same database and day (one code path, compared here
+figure by figure from the CLI's JSON); viewers may read it; filters; formula-safe CSV."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, update
+
+from outreach.apps.cli import main
+from outreach.config import get_settings
+from outreach.store.db import session_scope
+from outreach.store.models import Campaign, Message
+from tests.report_population import FILES, ON, TEXTS, build
+from tests.workspace_support import Clock, make_user, sign_in, workspace_client
+
+NOW = dt.datetime.combine(ON, dt.time(17))  # noon in New York: the clinic's day is ON
+FIGURE = re.compile(r'<td data-fig="([^"]+)">([^<]*)</td>')
+STAGES = ("eligible", "enrolled", "sent", "delivered", "engaged", "activated", "gap_closed")
+RATES = ("delivered_pct", "engaged_pct", "activated_pct", "gap_closed_pct")
+COLUMNS = ("sent", "delivered", "undelivered", "failed", "engaged", "activated", "clicked", "gap_closed")
+COLUMNS += ("opted_out",)
+CODES = {"failed_codes": "failed", "undelivered_codes": "undelivered", "opted_out_by": "opted_out"}
+
+
+@pytest.fixture
+def client(engine: Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[TestClient]:
+    build(engine)
+    with workspace_client(engine, Clock(NOW), campaigns=FILES) as test_client:
+        make_user(engine, "view@example.org", "viewer", NOW)
+        assert str(sign_in(test_client, "view@example.org").url).endswith("/app/inbox")
+        yield test_client
+
+
+def cli_report(monkeypatch: pytest.MonkeyPatch, tmp_path: Any, *args: str) -> dict[str, Any]:
+    """`outreach report --json` over the same database, with the same campaign files."""
+    for cid, text in TEXTS.items():
+        (tmp_path / f"{cid}.yaml").write_text(text, encoding="utf-8")
+    monkeypatch.setenv("OUTREACH_CAMPAIGNS_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["report", "--json", "--on", ON.isoformat(), *args])
+    assert result.exit_code == 0 and not result.stderr, result.output
+    found: dict[str, Any] = json.loads(result.stdout)
+    return found
+
+
+def expected(report: dict[str, Any]) -> dict[str, Any]:
+    """Every figure the page should show, keyed campaign|section|item|figure, from the CLI's JSON."""
+    out: dict[str, Any] = {}
+    for c in report["campaigns"]:
+        cid = c["id"]
+        out |= {f"{cid}|funnel|{k}|count": c[k] for k in STAGES}
+        out |= {f"{cid}|funnel|{k}|percent_of_sent": c[k] for k in RATES}
+        for d in c["daily"]:
+            out |= {
+                f"{cid}|daily|{d['date']}|sent": d["sent"],
+                f"{cid}|daily|{d['date']}|replies": d["replies"],
+            }
+        for lang in c["languages"]:
+            out |= {f"{cid}|language|{lang['language']}|{k}": lang[k] for k in ("enrolled", *COLUMNS)}
+        for step in c["steps"]:
+            out |= {f"{cid}|step|{step['step']}|{k}": step[k] for k in COLUMNS}
+        for field, figure in CODES.items():
+            out |= {f"{cid}|{field}|{item}|{figure}": n for item, n in c[field].items()}
+    return out
+
+
+def number(text: str) -> Any:
+    if text in ("–", ""):
+        return None
+    return float(text) if "." in text else int(text)
+
+
+def on_page(html: str) -> dict[str, Any]:
+    found = FIGURE.findall(html)
+    assert len(found) == len(dict(found)), "a figure shown twice"
+    return {key: number(value) for key, value in found}
+
+
+def in_csv(body: str) -> dict[str, Any]:
+    rows = list(csv.reader(io.StringIO(body)))
+    assert rows[0] == ["campaign", "section", "item", "figure", "value"]
+    return {"|".join(row[:4]): number(row[4]) for row in rows[1:]}
+
+
+def test_page_and_csv_equal_report_json(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    report = cli_report(monkeypatch, tmp_path)
+    want = expected(report)
+    assert report["campaigns"][0]["eligible"] is not None and want["alpha|funnel|sent|count"] > 0
+    page = client.get("/app/reports")
+    assert page.status_code == 200
+    assert on_page(page.text) == want
+    for cid in FILES:
+        assert f'data-testid="funnel-{cid}" role="img"' in page.text
+        assert f'data-testid="daily-{cid}" role="img"' in page.text
+    exported = client.get("/app/reports.csv")
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    assert "attachment" in exported.headers["content-disposition"]
+    assert in_csv(exported.text) == want
+
+
+def test_filters_are_the_cli_options(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    since = (ON - dt.timedelta(days=10)).isoformat()
+    report = cli_report(monkeypatch, tmp_path, "beta", "--since", since)
+    want = expected(report)
+    assert [c["id"] for c in report["campaigns"]] == ["beta"]
+    page = client.get("/app/reports", params={"campaign": "beta", "since": since})
+    assert page.status_code == 200 and on_page(page.text) == want
+    assert 'data-testid="funnel-alpha"' not in page.text
+    assert in_csv(client.get("/app/reports.csv", params={"campaign": "beta", "since": since}).text) == want
+
+
+def test_a_viewer_reads_it_with_no_pause_button(client: TestClient) -> None:
+    page = client.get("/app/reports")
+    assert 'href="/app/reports"' in page.text  # the nav link
+    assert "pause-" not in page.text and '<form method="post"' not in page.text.split("</header>")[1]
+
+
+def test_bad_filters_are_a_sentence(client: TestClient) -> None:
+    page = client.get("/app/reports", params={"since": "last week"})
+    assert page.status_code == 400 and "must be a date" in page.text and "Traceback" not in page.text
+    page = client.get("/app/reports", params={"campaign": "nope"})
+    assert page.status_code == 400 and "no campaign &#39;nope&#39;" in page.text
+    assert client.get("/app/reports.csv", params={"campaign": "nope"}).status_code == 400
+
+
+def test_csv_cells_are_spreadsheet_safe(client: TestClient, engine: Engine) -> None:
+    with session_scope(engine) as session:
+        session.add(Campaign(id="=cmd", name="Evil", content_hash="x"))
+        session.execute(update(Message).where(Message.id == 1).values(step_id="+SUM(A1)"))
+    rows = list(csv.reader(io.StringIO(client.get("/app/reports.csv").text)))
+    cells = [cell for row in rows for cell in row]
+    assert "'=cmd" in cells and "'+SUM(A1)" in cells
+    assert not any(cell.startswith(("=", "+", "@")) for cell in cells)
+
+
+def test_signed_out_is_sent_to_sign_in(engine: Engine) -> None:
+    with workspace_client(engine, Clock(NOW)) as anonymous:
+        for path in ("/app/reports", "/app/reports.csv"):
+            answer = anonymous.get(path, follow_redirects=False)
+            assert answer.status_code == 303 and answer.headers["location"] == "/app/login"
