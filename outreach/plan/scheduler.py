@@ -15,7 +15,6 @@ The jobs themselves live in their own modules: enroll.py, steps.py, enqueue.py.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from outreach.plan import shards as sharding
 from outreach.plan.endings import end_enrollments
 from outreach.plan.enqueue import ENQUEUE_CHUNK, Enqueuer, enqueue_due
 from outreach.plan.enroll import enroll, enroll_candidates
+from outreach.plan.marks import Marks, file_digest
 from outreach.plan.shards import Chunk, Shard
 from outreach.plan.steps import StepPlanner, due_candidates
 from outreach.send.dispatch import Dispatch
@@ -188,13 +188,15 @@ def plan_shard(
             log.info("buckets of shard %s are being planned by another pass; left to it", shard.name)
         try:
             if mine.buckets:
-                for chunk in sharding.chunks_for(mine, _work(conn, planning, mine, on)):
+                marks = Marks.read(conn, planning, mine, on)
+                for chunk in sharding.chunks_for(mine, _work(conn, planning, mine, on, marks)):
                     with Session(bind=conn) as session:
                         sharding.begin_chunk(session.connection())
                         result.add(plan_chunk(session, planning, chunk, on=on, now=now, settings=settings))
                         session.commit()
                     if chunk_done is not None:
                         chunk_done(chunk)
+                marks.write(conn)
         finally:
             sharding.release(conn, mine)
     if sum(result.enrolled.values()) + result.planned + result.canceled >= ANALYZE_AFTER:
@@ -202,11 +204,17 @@ def plan_shard(
     return result
 
 
-def _work(conn: Connection, campaigns: list[CampaignFile], shard: Shard, on: dt.date) -> set[int]:
-    """The chunk ranges where a campaign has someone to enroll or a step to plan."""
+def _work(
+    conn: Connection, campaigns: list[CampaignFile], shard: Shard, on: dt.date, marks: Marks
+) -> set[int]:
+    """The chunk ranges where a campaign has someone to enroll or a step to plan; a search whose
+    inputs did not change since the last complete pass is skipped (marks.py)."""
     starts: set[int] = set()
     for campaign in campaigns:
-        starts |= sharding.id_ranges(conn, enroll_candidates(campaign, on, shard))
+        if marks.must_enroll(campaign.id):
+            starts |= sharding.id_ranges(conn, enroll_candidates(campaign, on, shard))
+        if not marks.must_plan(campaign.id):
+            continue
         for index, step in enumerate(campaign.steps):
             previous = campaign.steps[index - 1].id if index else None
             starts |= sharding.id_ranges(conn, due_candidates(campaign, step, previous, on, shard))
@@ -249,7 +257,7 @@ def sync_campaigns(session: Session, campaigns: dict[str, CampaignFile]) -> None
     passes starting at the same moment do not trip over each other's new rows."""
     table = Campaign.__table__
     for campaign in campaigns.values():
-        digest = hashlib.sha256(campaign.model_dump_json().encode()).hexdigest()
+        digest = file_digest(campaign)
         statement = sql.upsert(Campaign, session).values(
             id=campaign.id, name=campaign.name, content_hash=digest, loaded_at=utcnow()
         )

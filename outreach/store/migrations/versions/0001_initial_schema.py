@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 06:50:59.579248
+Create Date: 2026-11-30 08:26:59.972507
 """
 
 from __future__ import annotations
@@ -190,6 +190,17 @@ def upgrade() -> None:
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.create_index("ix_enrollments_campaign_patient", ["campaign_id", "patient_id"], unique=False)
 
+    op.create_table(
+        "plan_marks",
+        sa.Column("campaign_id", sa.String(length=64), nullable=False),
+        sa.Column("bucket", sa.Integer(), nullable=False),
+        sa.Column("enrolled_seen", sa.String(length=200), nullable=True),
+        sa.Column("planned_seen", sa.String(length=200), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"], ["campaigns.id"], name=op.f("fk_plan_marks_campaign_id_campaigns")
+        ),
+        sa.PrimaryKeyConstraint("campaign_id", "bucket", name=op.f("pk_plan_marks")),
+    )
     op.create_table(
         "web_sessions",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -381,6 +392,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_web_sessions_user_id"))
 
     op.drop_table("web_sessions")
+    op.drop_table("plan_marks")
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.drop_index("ix_enrollments_campaign_patient")
 
