@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, select, text, update
@@ -58,6 +59,8 @@ ChunkDone = Callable[[Chunk], None]
 # filled (DESIGN.md §10): the next pass finds its work with hash joins only if PostgreSQL knows
 # how large enrollments and the outbox have become.
 ANALYZE_AFTER = 10_000
+# Planner threads of an in-process pass on PostgreSQL (`tick`): one per core of a small server.
+PLANNERS = 2
 
 
 @dataclass
@@ -105,7 +108,13 @@ def tick(
 ) -> TickResult:
     """Enroll, plan and enqueue, every shard in this process; `now` is naive UTC. Returns what
     changed. What is due is enqueued first, during the pass (`Enqueuer`) and at the end, so rows
-    that come due while a long pass runs go out on time."""
+    that come due while a long pass runs go out on time.
+
+    On PostgreSQL the buckets are planned by `PLANNERS` threads, each a shard of its own with its
+    own connection and bucket locks (as Celery's shard tasks would be): one thread's Python work
+    (pacing, rendering) overlaps the other's statements in the database, on another core. The
+    frequency cap stays exact because a number's rows are all in one bucket (shards.py). SQLite
+    has one writer at a time, so there the pass is one walk."""
     now = now or utcnow()
     result = prepare(engine, campaigns, settings=settings, now=now)
     with Enqueuer(engine, now, dispatch) as enqueuer:
@@ -115,8 +124,36 @@ def tick(
             if chunk_done is not None:
                 chunk_done(chunk)
 
-        result.add(plan_shard(engine, campaigns, settings=settings, now=now, chunk_done=after_chunk))
+        planned = _plan_in_threads(engine, campaigns, settings=settings, now=now, chunk_done=after_chunk)
+        result.add(planned)
+    if _wrote_enough(planned):
+        sql.analyze(engine, Enrollment.__table__, Message.__table__)  # type: ignore[arg-type]
     result.queued += enqueuer.queued
+    return result
+
+
+def _plan_in_threads(
+    engine: Engine,
+    campaigns: dict[str, CampaignFile],
+    *,
+    settings: Settings,
+    now: dt.datetime,
+    chunk_done: ChunkDone,
+) -> TickResult:
+    """Every bucket planned, by `PLANNERS` threads on PostgreSQL, in this thread on SQLite."""
+    threads = PLANNERS if engine.dialect.name == "postgresql" else 1
+    shards = [Shard(sharding.EVERY_BUCKET.buckets[i::threads]) for i in range(threads)]
+
+    def plan(shard: Shard) -> TickResult:
+        return _plan_shard(engine, campaigns, settings=settings, now=now, shard=shard, chunk_done=chunk_done)
+
+    result = TickResult()
+    if threads == 1:
+        result.add(plan(shards[0]))
+        return result
+    with ThreadPoolExecutor(threads, thread_name_prefix="outreach-plan") as pool:
+        for done in pool.map(plan, shards):
+            result.add(done)
     return result
 
 
@@ -177,6 +214,26 @@ def plan_shard(
     """Enroll and plan the shard's patients, a chunk (one transaction) at a time, only where there
     is work. Buckets another planner is walking right now are left to it (PostgreSQL).
     Idempotent: after a crash, the next pass plans exactly what the committed chunks lack."""
+    result = _plan_shard(engine, campaigns, settings=settings, now=now, shard=shard, chunk_done=chunk_done)
+    if _wrote_enough(result):
+        sql.analyze(engine, Enrollment.__table__, Message.__table__)  # type: ignore[arg-type]
+    return result
+
+
+def _wrote_enough(result: TickResult) -> bool:
+    return sum(result.enrolled.values()) + result.planned + result.canceled >= ANALYZE_AFTER
+
+
+def _plan_shard(
+    engine: Engine,
+    campaigns: dict[str, CampaignFile],
+    *,
+    settings: Settings,
+    now: dt.datetime,
+    shard: Shard,
+    chunk_done: ChunkDone | None,
+) -> TickResult:
+    """`plan_shard` without the statistics refresh at its end (`tick` refreshes them once)."""
     on = planning_day(now, settings)
     planning = active(campaigns, on)
     result = TickResult(enrolled={campaign.id: 0 for campaign in planning})
@@ -199,8 +256,6 @@ def plan_shard(
                 marks.write(conn)
         finally:
             sharding.release(conn, mine)
-    if sum(result.enrolled.values()) + result.planned + result.canceled >= ANALYZE_AFTER:
-        sql.analyze(engine, Enrollment.__table__, Message.__table__)  # type: ignore[arg-type]
     return result
 
 
