@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, render_parts
@@ -37,7 +37,7 @@ from outreach.plan.steps import StepPlanner, due_candidates
 from outreach.send.dispatch import Dispatch
 from outreach.store import sql
 from outreach.store.db import session_scope
-from outreach.store.models import Campaign, Enrollment, Message, MessageStatus
+from outreach.store.models import Campaign, Enrollment, Message, MessageStatus, Patient
 from outreach.store.statuses import WAITING
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def _plan_in_threads(
     chunk_done: ChunkDone,
 ) -> TickResult:
     """Every bucket planned, by `PLANNERS` threads on PostgreSQL, in this thread on SQLite."""
-    threads = PLANNERS if engine.dialect.name == "postgresql" else 1
+    threads = _planner_count(engine)
     shards = [Shard(sharding.EVERY_BUCKET.buckets[i::threads]) for i in range(threads)]
 
     def plan(shard: Shard) -> TickResult:
@@ -200,6 +200,17 @@ def check_texts(campaigns: Iterable[CampaignFile], settings: Settings) -> None:
                     except UserError as exc:
                         where = f"step {step.id}" + (f", variant {variant}" if variant else "")
                         raise UserError(f"campaign {campaign.id}, {where} ({language}): {exc}") from None
+
+
+def _planner_count(engine: Engine) -> int:
+    """`PLANNERS` on PostgreSQL when the roster spans more than one chunk of ids; otherwise one:
+    a pass of a single chunk has nothing to overlap, and one walk keeps a small roster's outbox in
+    patient order."""
+    if engine.dialect.name != "postgresql":
+        return 1
+    with engine.connect() as conn:
+        low, high = conn.execute(select(func.min(Patient.id), func.max(Patient.id))).one()
+    return PLANNERS if low is not None and high - low >= sharding.CHUNK_IDS else 1
 
 
 def plan_shard(
