@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 08:26:59.972507
+Create Date: 2026-11-30 08:35:36.602223
 """
 
 from __future__ import annotations
@@ -292,12 +292,24 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
         sa.UniqueConstraint("enrollment_id", "step_id", name="uq_messages_enrollment_step"),
-        sa.UniqueConstraint("link_token", name=op.f("uq_messages_link_token")),
-        sa.UniqueConstraint("provider_sid", name=op.f("uq_messages_provider_sid")),
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index("ix_messages_phone_send_at", ["phone", "send_at"], unique=False)
         batch_op.create_index("ix_messages_status_send_at", ["status", "send_at"], unique=False)
+        batch_op.create_index(
+            "uq_messages_link_token",
+            ["link_token"],
+            unique=True,
+            postgresql_where=sa.text("link_token IS NOT NULL"),
+            sqlite_where=sa.text("link_token IS NOT NULL"),
+        )
+        batch_op.create_index(
+            "uq_messages_provider_sid",
+            ["provider_sid"],
+            unique=True,
+            postgresql_where=sa.text("provider_sid IS NOT NULL"),
+            sqlite_where=sa.text("provider_sid IS NOT NULL"),
+        )
 
     op.create_table(
         "activations",
@@ -379,6 +391,16 @@ def downgrade() -> None:
     op.drop_table("handoffs")
     op.drop_table("activations")
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_messages_provider_sid",
+            postgresql_where=sa.text("provider_sid IS NOT NULL"),
+            sqlite_where=sa.text("provider_sid IS NOT NULL"),
+        )
+        batch_op.drop_index(
+            "uq_messages_link_token",
+            postgresql_where=sa.text("link_token IS NOT NULL"),
+            sqlite_where=sa.text("link_token IS NOT NULL"),
+        )
         batch_op.drop_index("ix_messages_status_send_at")
         batch_op.drop_index("ix_messages_phone_send_at")
 
