@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -151,8 +152,25 @@ def _plan_in_threads(
     if threads == 1:
         result.add(plan(shards[0]))
         return result
+    searched = threading.Barrier(threads)
+
+    def plan_after_every_search(shard: Shard) -> TickResult:
+        try:
+            return _plan_shard(
+                engine,
+                campaigns,
+                settings=settings,
+                now=now,
+                shard=shard,
+                chunk_done=chunk_done,
+                searched=searched.wait,
+            )
+        except BaseException:
+            searched.abort()  # the other threads stop waiting (BrokenBarrierError)
+            raise
+
     with ThreadPoolExecutor(threads, thread_name_prefix="outreach-plan") as pool:
-        for done in pool.map(plan, shards):
+        for done in pool.map(plan_after_every_search, shards):
             result.add(done)
     return result
 
@@ -243,21 +261,31 @@ def _plan_shard(
     now: dt.datetime,
     shard: Shard,
     chunk_done: ChunkDone | None,
+    searched: Callable[[], object] = lambda: None,
 ) -> TickResult:
-    """`plan_shard` without the statistics refresh at its end (`tick` refreshes them once)."""
+    """`plan_shard` without the statistics refresh at its end (`tick` refreshes them once).
+    `searched` is called once the shard's work is found, before its first write: `tick`'s threads
+    wait there for each other, so no whole-shard search runs while another thread fills the
+    tables it reads (with the statistics of the empty tables, PostgreSQL may rescan the growing
+    enrollments table for every patient: a search of seconds became minutes)."""
     on = planning_day(now, settings)
     planning = active(campaigns, on)
     result = TickResult(enrolled={campaign.id: 0 for campaign in planning})
     if not planning:
+        searched()
         return result
     with engine.connect() as conn:
         mine = sharding.claim(conn, shard)
         if mine.buckets != shard.buckets:
             log.info("buckets of shard %s are being planned by another pass; left to it", shard.name)
         try:
-            if mine.buckets:
+            if not mine.buckets:
+                searched()
+            else:
                 marks = Marks.read(conn, planning, mine, on)
-                for chunk in sharding.chunks_for(mine, _work(conn, planning, mine, on, marks)):
+                work = _work(conn, planning, mine, on, marks)
+                searched()
+                for chunk in sharding.chunks_for(mine, work):
                     with Session(bind=conn) as session:
                         sharding.begin_chunk(session.connection())
                         result.add(plan_chunk(session, planning, chunk, on=on, now=now, settings=settings))
