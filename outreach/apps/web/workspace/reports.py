@@ -104,16 +104,14 @@ def _refresh(engine: Engine, campaigns: Mapping[str, CampaignFile], on: dt.date,
         log.exception("refreshing the saved report failed; the page shows the previous one")
 
 
-_REFRESHERS = threading.Lock()
+# One per process, whatever the number of apps in it (the workspace is a mounted sub-app, and
+# tests build several): the engine's lock is per process too.
+REFRESHER = Refresher()
 
 
 def refresher(request: Request) -> Refresher:
-    """The app's one Refresher, made on first use."""
-    with _REFRESHERS:
-        found: Refresher | None = getattr(request.app.state, "report_refresher", None)
-        if found is None:
-            found = request.app.state.report_refresher = Refresher()
-    return found
+    """The process's Refresher (a function, so a route names what it uses)."""
+    return REFRESHER
 
 
 @dataclass(frozen=True)
