@@ -42,6 +42,8 @@ def test_a_viewer_reads_the_reports(page: Any, engine: Engine) -> None:  # noqa:
         assert "Enrolled" in (chart.locator("title").text_content() or "")
         assert page.get_by_test_id(f"daily-{cid}").is_visible()
     assert on_page(page.content()) == expected(report)
+    freshness = page.get_by_test_id("report-freshness").text_content() or ""
+    assert freshness.startswith("Figures as of ") and "refreshed every 5 minutes" in freshness
     assert page.locator('[data-testid^="pause-"], [data-testid^="resume-"]').count() == 0
     assert_accessible(page, "reports page")
     if SHOTS:
