@@ -34,7 +34,16 @@ NOW = dt.datetime.combine(ON, dt.time(17))  # noon in New York: the clinic's day
 FIGURE = re.compile(r'<td data-fig="([^"]+)">([^<]*)</td>')
 STAGES = ("eligible", "enrolled", "sent", "delivered", "engaged", "activated", "gap_closed")
 RATES = ("delivered_pct", "engaged_pct", "activated_pct", "gap_closed_pct")
-COLUMNS = ("sent", "delivered", "undelivered", "failed", "engaged", "activated", "clicked", "gap_closed")
+COLUMNS: tuple[str, ...] = (
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "engaged",
+    "activated",
+    "clicked",
+    "gap_closed",
+)
 COLUMNS += ("opted_out",)
 CODES = {"failed_codes": "failed", "undelivered_codes": "undelivered", "opted_out_by": "opted_out"}
 

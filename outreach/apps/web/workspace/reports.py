@@ -141,24 +141,40 @@ def _report(request: Request) -> View:
     on = clinic_today(settings.default_timezone, now)
     files: Mapping[str, CampaignFile] = request.app.state.campaigns
     if since is None:
-        first = False
-        saved = snapshots.latest(door.engine)
-        if saved is None:
-            saved, first = snapshots.refresh(door.engine, files, on, now=now), True
-        elif saved.stale(now, settings.report_refresh_every, on):
-            refresher(request).start(door.engine, files, on, now)
-        part = None if saved is None else saved.report if campaign is None else saved.only(campaign)
-        if saved is not None and part is not None:
-            busy = refresher(request).running
-            return View(part, saved, campaign, since_text, first=first, refreshing=busy)
+        view = _from_saved(request, files, on, now, campaign)
+        if view is not None:
+            return view
     found = funnel(door.engine, campaign_id=campaign, since=since, campaigns=files, on=on)
     return View(found.as_json(), None, campaign, since_text)
 
 
+def _from_saved(
+    request: Request, files: Mapping[str, CampaignFile], on: dt.date, now: dt.datetime, campaign: str | None
+) -> View | None:
+    """The saved report (or the campaign's part of it): saved now if there was none, refreshed in the
+    background if stale. None when it cannot answer (being saved elsewhere, a campaign not in it)."""
+    settings: Settings = request.app.state.settings
+    engine = gate(request).engine
+    first = False
+    saved = snapshots.latest(engine)
+    if saved is None:
+        saved, first = snapshots.refresh(engine, files, on, now=now), True
+    elif saved.stale(now, settings.report_refresh_every, on):
+        refresher(request).start(engine, files, on, now)
+    if saved is None:
+        return None
+    part = saved.report if campaign is None else saved.only(campaign)
+    if part is None:
+        return None
+    return View(part, saved, campaign, "", first=first, refreshing=refresher(request).running)
+
+
 def freshness(view: View, now: dt.datetime, every: dt.timedelta) -> str:
     """ "Figures as of 14:05 UTC (3 min ago; refreshed every 5 minutes)", or why it is computed now."""
-    if view.saved is None:
+    if view.saved is None and view.since:
         return "Figures computed now for this filter (the saved report covers every enrollment)."
+    if view.saved is None:  # nothing saved yet, and another process is saving it
+        return "Figures computed now (the first saved report is being computed)."
     at = view.saved.computed_at
     when = at.strftime("%H:%M UTC") if at.date() == now.date() else at.strftime("%Y-%m-%d %H:%M UTC")
     minutes = int(view.saved.age(now).total_seconds() // 60)
