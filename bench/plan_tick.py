@@ -36,7 +36,7 @@ from sqlalchemy import Engine, text  # noqa: E402
 from outreach.campaigns import load_campaigns  # noqa: E402
 from outreach.clock import utcnow  # noqa: E402
 from outreach.config import get_settings  # noqa: E402
-from outreach.plan import scheduler  # noqa: E402
+from outreach.plan import enqueue, scheduler  # noqa: E402
 from outreach.send.claim import claim  # noqa: E402
 from outreach.store import db as dbmod  # noqa: E402
 from outreach.store.models import Message, MessageKind, MessageStatus  # noqa: E402
@@ -54,6 +54,9 @@ class Probe:
         self.claimed_at: dict[int, float] = {}
         self.handed: queue.Queue[list[int] | None] = queue.Queue()
         self.stop = threading.Event()
+        self.started = time.perf_counter()
+        self.enqueue_runs: list[tuple[float, float, int]] = []
+        self.claims: list[float] = []
 
     def dispatch(self, ids: Sequence[int]) -> None:
         probes = [i for i in ids if i in self.due_at]
@@ -80,10 +83,37 @@ class Probe:
 
     def consume(self) -> None:
         while (ids := self.handed.get()) is not None:
+            started = time.perf_counter()
             with dbmod.session_scope(self.engine) as session:
                 claimed = claim(session, ids, utcnow())
+            self.claims.append(time.perf_counter() - started)
             for c in claimed:
                 self.claimed_at[c.id] = time.perf_counter()
+
+    def timed_enqueue(self) -> None:
+        """Time every `enqueue_due` of the pass (the planner's after-chunk calls and the thread's
+        every-second ones): how long each took and how many rows it moved."""
+        real = enqueue.enqueue_due
+        runs = self.enqueue_runs
+
+        def timed(*args: Any, **kwargs: Any) -> list[int]:
+            started = time.perf_counter()
+            ids = real(*args, **kwargs)
+            runs.append((started - self.started, time.perf_counter() - started, len(ids)))
+            return ids
+
+        enqueue.enqueue_due = timed
+
+    def enqueue_figures(self) -> dict[str, Any]:
+        durations = sorted(run[1] for run in self.enqueue_runs)
+        slowest = sorted(self.enqueue_runs, key=lambda run: -run[1])[:5]
+        return {
+            "runs": len(durations),
+            "median_s": round(durations[len(durations) // 2], 3) if durations else None,
+            "max_s": round(durations[-1], 2) if durations else None,
+            "rows": sum(run[2] for run in self.enqueue_runs),
+            "slowest_at_s_took_s_rows": [[round(a, 1), round(b, 2), n] for a, b, n in slowest],
+        }
 
     def latencies(self) -> list[float]:
         return sorted(self.claimed_at[i] - self.due_at[i] for i in self.claimed_at)
@@ -108,6 +138,7 @@ def main(url: str) -> dict[str, Any]:
     engine = dbmod.engine_for(url)
     campaigns = load_campaigns(ROOT / "campaigns", settings=get_settings())
     probe = Probe(engine)
+    probe.timed_enqueue()
     threads = [threading.Thread(target=probe.make_due), threading.Thread(target=probe.consume)]
     for thread in threads:
         thread.start()
@@ -118,6 +149,7 @@ def main(url: str) -> dict[str, Any]:
         probe.handed.put(None)
         for thread in threads:
             thread.join()
+    first_enqueues = probe.enqueue_figures()
     second = timed_tick(engine, campaigns, None)
     with engine.connect() as conn:
         rows = {
@@ -136,7 +168,9 @@ def main(url: str) -> dict[str, Any]:
             "p90": round(late[len(late) * 9 // 10], 2) if late else None,
             "max": round(late[-1], 2) if late else None,
             "over_5_s": sum(1 for seconds in late if seconds > 5),
+            "slowest_claim_s": round(max(probe.claims), 2) if probe.claims else None,
         },
+        "first_tick_enqueue_runs": first_enqueues,
         "tick_process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 

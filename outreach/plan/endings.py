@@ -12,7 +12,6 @@ allotted before another's but committed after it.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
@@ -21,6 +20,7 @@ from sqlalchemy.orm import Session
 from outreach.campaigns import CampaignFile
 from outreach.outcomes.closure import close_gaps
 from outreach.plan.exclusions import end_excluded
+from outreach.plan.marks import file_digest
 from outreach.store.models import Campaign, PatientEvent
 
 
@@ -44,7 +44,7 @@ def end_enrollments(
     events = select(func.max(PatientEvent.id), func.count()).select_from(PatientEvent)
     highest, count = session.execute(events).one()
     for campaign in campaigns.values():
-        digest = hashlib.sha256(campaign.model_dump_json().encode()).hexdigest()[:16]
+        digest = file_digest(campaign)[:16]
         marker = f"{highest}:{count}:{on.isoformat()}:{attribution_days}:{digest}"
         seen = session.scalar(select(Campaign.endings_seen).where(Campaign.id == campaign.id))
         if seen == marker:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Subquery, func, select, true
@@ -30,8 +31,10 @@ _NOT_COUNTED = (MessageStatus.canceled, MessageStatus.failed)
 _MAX_DAYS_AHEAD = 120
 
 
-@dataclass(frozen=True)
-class Recipient:
+class Recipient(NamedTuple):
+    """A number and its window rules (a tuple: planning builds one per row, ~1 µs cheaper than a
+    frozen dataclass)."""
+
     phone: str
     zones: tuple[str, ...]
     strict: bool
@@ -135,7 +138,9 @@ class Pacer:
         return all(sum(1 for t in times if s <= t < s + WEEK) < self.weekly_cap for s in starts)
 
 
+@lru_cache(maxsize=65_536)
 def _local_day(at: dt.datetime, zone: ZoneInfo) -> dt.date:
+    """Remembered: a pass asks it for the same few instants (openings, `now`) row after row."""
     return at.replace(tzinfo=dt.UTC).astimezone(zone).date()
 
 

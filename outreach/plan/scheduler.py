@@ -15,12 +15,13 @@ The jobs themselves live in their own modules: enroll.py, steps.py, enqueue.py.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
+import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, render_parts
@@ -31,13 +32,14 @@ from outreach.plan import shards as sharding
 from outreach.plan.endings import end_enrollments
 from outreach.plan.enqueue import ENQUEUE_CHUNK, Enqueuer, enqueue_due
 from outreach.plan.enroll import enroll, enroll_candidates
+from outreach.plan.marks import Marks, file_digest
 from outreach.plan.shards import Chunk, Shard
 from outreach.plan.steps import StepPlanner, due_candidates
 from outreach.send.dispatch import Dispatch
 from outreach.send.pause import paused_ids
 from outreach.store import sql
 from outreach.store.db import session_scope
-from outreach.store.models import Campaign, Enrollment, Message, MessageStatus
+from outreach.store.models import Campaign, Enrollment, Message, MessageStatus, Patient
 from outreach.store.statuses import WAITING
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,8 @@ ChunkDone = Callable[[Chunk], None]
 # filled (DESIGN.md §10): the next pass finds its work with hash joins only if PostgreSQL knows
 # how large enrollments and the outbox have become.
 ANALYZE_AFTER = 10_000
+# Planner threads of an in-process pass on PostgreSQL (`tick`): one per core of a small server.
+PLANNERS = 2
 
 
 @dataclass
@@ -106,7 +110,13 @@ def tick(
 ) -> TickResult:
     """Enroll, plan and enqueue, every shard in this process; `now` is naive UTC. Returns what
     changed. What is due is enqueued first, during the pass (`Enqueuer`) and at the end, so rows
-    that come due while a long pass runs go out on time."""
+    that come due while a long pass runs go out on time.
+
+    On PostgreSQL the buckets are planned by `PLANNERS` threads, each a shard of its own with its
+    own connection and bucket locks (as Celery's shard tasks would be): one thread's Python work
+    (pacing, rendering) overlaps the other's statements in the database, on another core. The
+    frequency cap stays exact because a number's rows are all in one bucket (shards.py). SQLite
+    has one writer at a time, so there the pass is one walk."""
     now = now or utcnow()
     result = prepare(engine, campaigns, settings=settings, now=now)
     with Enqueuer(engine, now, dispatch) as enqueuer:
@@ -116,8 +126,53 @@ def tick(
             if chunk_done is not None:
                 chunk_done(chunk)
 
-        result.add(plan_shard(engine, campaigns, settings=settings, now=now, chunk_done=after_chunk))
+        planned = _plan_in_threads(engine, campaigns, settings=settings, now=now, chunk_done=after_chunk)
+        result.add(planned)
+    if _wrote_enough(planned):
+        sql.analyze(engine, Enrollment.__table__, Message.__table__)  # type: ignore[arg-type]
     result.queued += enqueuer.queued
+    return result
+
+
+def _plan_in_threads(
+    engine: Engine,
+    campaigns: dict[str, CampaignFile],
+    *,
+    settings: Settings,
+    now: dt.datetime,
+    chunk_done: ChunkDone,
+) -> TickResult:
+    """Every bucket planned, by `PLANNERS` threads on PostgreSQL, in this thread on SQLite."""
+    threads = _planner_count(engine)
+    shards = [Shard(sharding.EVERY_BUCKET.buckets[i::threads]) for i in range(threads)]
+
+    def plan(shard: Shard) -> TickResult:
+        return _plan_shard(engine, campaigns, settings=settings, now=now, shard=shard, chunk_done=chunk_done)
+
+    result = TickResult()
+    if threads == 1:
+        result.add(plan(shards[0]))
+        return result
+    searched = threading.Barrier(threads)
+
+    def plan_after_every_search(shard: Shard) -> TickResult:
+        try:
+            return _plan_shard(
+                engine,
+                campaigns,
+                settings=settings,
+                now=now,
+                shard=shard,
+                chunk_done=chunk_done,
+                searched=searched.wait,
+            )
+        except BaseException:
+            searched.abort()  # the other threads stop waiting (BrokenBarrierError)
+            raise
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="outreach-plan") as pool:
+        for done in pool.map(plan_after_every_search, shards):
+            result.add(done)
     return result
 
 
@@ -166,6 +221,17 @@ def check_texts(campaigns: Iterable[CampaignFile], settings: Settings) -> None:
                         raise UserError(f"campaign {campaign.id}, {where} ({language}): {exc}") from None
 
 
+def _planner_count(engine: Engine) -> int:
+    """`PLANNERS` on PostgreSQL when the roster spans more than one chunk of ids; otherwise one:
+    a pass of a single chunk has nothing to overlap, and one walk keeps a small roster's outbox in
+    patient order."""
+    if engine.dialect.name != "postgresql":
+        return 1
+    with engine.connect() as conn:
+        low, high = conn.execute(select(func.min(Patient.id), func.max(Patient.id))).one()
+    return PLANNERS if low is not None and high - low >= sharding.CHUNK_IDS else 1
+
+
 def plan_shard(
     engine: Engine,
     campaigns: dict[str, CampaignFile],
@@ -179,38 +245,74 @@ def plan_shard(
     is work. Buckets another planner is walking right now are left to it (PostgreSQL).
     Idempotent: after a crash, the next pass plans exactly what the committed chunks lack. A
     paused campaign (outreach/send/pause.py) enrolls and plans no one until it is resumed."""
+    result = _plan_shard(engine, campaigns, settings=settings, now=now, shard=shard, chunk_done=chunk_done)
+    if _wrote_enough(result):
+        sql.analyze(engine, Enrollment.__table__, Message.__table__)  # type: ignore[arg-type]
+    return result
+
+
+def _wrote_enough(result: TickResult) -> bool:
+    return sum(result.enrolled.values()) + result.planned + result.canceled >= ANALYZE_AFTER
+
+
+def _plan_shard(
+    engine: Engine,
+    campaigns: dict[str, CampaignFile],
+    *,
+    settings: Settings,
+    now: dt.datetime,
+    shard: Shard,
+    chunk_done: ChunkDone | None,
+    searched: Callable[[], object] = lambda: None,
+) -> TickResult:
+    """`plan_shard` without the statistics refresh at its end (`tick` refreshes them once).
+    `searched` is called once the shard's work is found, before its first write: `tick`'s threads
+    wait there for each other, so no whole-shard search runs while another thread fills the
+    tables it reads (with the statistics of the empty tables, PostgreSQL may rescan the growing
+    enrollments table for every patient: a search of seconds became minutes)."""
     on = planning_day(now, settings)
     with session_scope(engine) as session:
         paused = paused_ids(session)
     planning = [campaign for campaign in active(campaigns, on) if campaign.id not in paused]
     result = TickResult(enrolled={campaign.id: 0 for campaign in planning})
     if not planning:
+        searched()
         return result
     with engine.connect() as conn:
         mine = sharding.claim(conn, shard)
         if mine.buckets != shard.buckets:
             log.info("buckets of shard %s are being planned by another pass; left to it", shard.name)
         try:
-            if mine.buckets:
-                for chunk in sharding.chunks_for(mine, _work(conn, planning, mine, on)):
+            if not mine.buckets:
+                searched()
+            else:
+                marks = Marks.read(conn, planning, mine, on)
+                work = _work(conn, planning, mine, on, marks)
+                searched()
+                for chunk in sharding.chunks_for(mine, work):
                     with Session(bind=conn) as session:
                         sharding.begin_chunk(session.connection())
                         result.add(plan_chunk(session, planning, chunk, on=on, now=now, settings=settings))
                         session.commit()
                     if chunk_done is not None:
                         chunk_done(chunk)
+                marks.write(conn)
         finally:
             sharding.release(conn, mine)
-    if sum(result.enrolled.values()) + result.planned + result.canceled >= ANALYZE_AFTER:
-        sql.analyze(engine, Enrollment.__table__, Message.__table__)  # type: ignore[arg-type]
     return result
 
 
-def _work(conn: Connection, campaigns: list[CampaignFile], shard: Shard, on: dt.date) -> set[int]:
-    """The chunk ranges where a campaign has someone to enroll or a step to plan."""
+def _work(
+    conn: Connection, campaigns: list[CampaignFile], shard: Shard, on: dt.date, marks: Marks
+) -> set[int]:
+    """The chunk ranges where a campaign has someone to enroll or a step to plan; a search whose
+    inputs did not change since the last complete pass is skipped (marks.py)."""
     starts: set[int] = set()
     for campaign in campaigns:
-        starts |= sharding.id_ranges(conn, enroll_candidates(campaign, on, shard))
+        if marks.must_enroll(campaign.id):
+            starts |= sharding.id_ranges(conn, enroll_candidates(campaign, on, shard))
+        if not marks.must_plan(campaign.id):
+            continue
         for index, step in enumerate(campaign.steps):
             previous = campaign.steps[index - 1].id if index else None
             starts |= sharding.id_ranges(conn, due_candidates(campaign, step, previous, on, shard))
@@ -253,7 +355,7 @@ def sync_campaigns(session: Session, campaigns: dict[str, CampaignFile]) -> None
     passes starting at the same moment do not trip over each other's new rows."""
     table = Campaign.__table__
     for campaign in campaigns.values():
-        digest = hashlib.sha256(campaign.model_dump_json().encode()).hexdigest()
+        digest = file_digest(campaign)
         statement = sql.upsert(Campaign, session).values(
             id=campaign.id, name=campaign.name, content_hash=digest, loaded_at=utcnow()
         )

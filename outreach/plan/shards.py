@@ -5,8 +5,9 @@ their phone number, so every patient sharing a number is in the same bucket, and
 outreach row planned to that number. The frequency cap is a per-number rule, so one planner per
 bucket at a time keeps it exact while different buckets are planned at once by different workers
 or machines. A shard is a set of buckets: Celery plans one bucket per task (workers/tasks.py),
-`outreach tick` all of them in one walk. The bucket count is a constant, not a setting: planners
-that cut the numbers differently would overlap.
+`outreach tick` all of them, in two threads of two buckets each on PostgreSQL (scheduler.py).
+The bucket count is a constant, not a setting: planners that cut the numbers differently would
+overlap.
 
 **Bucket locks.** On PostgreSQL a planner holds a session-level advisory lock on each bucket it
 plans, taken with `pg_try_advisory_lock`: a planner arriving at a busy bucket leaves it to the

@@ -74,6 +74,7 @@ class StepPlanner:
         self._paced = False
         self._texts: dict[tuple[str, str, str, str], _Text] = {}
         self._recipients: dict[tuple[Any, ...], tuple[tuple[str, ...], bool]] = {}
+        self._due_days: dict[tuple[int, dt.date], dt.date] = {}
 
     def plan(self, campaign: CampaignFile) -> tuple[int, int]:
         """Outbox rows for every step of `campaign` that has come due; returns (planned, canceled)."""
@@ -176,7 +177,7 @@ class StepPlanner:
             status, send_at, canceled_at = MessageStatus.canceled, self.now, self.now
         else:
             who = self._recipient(row)
-            earliest = max(self.now, _local_midnight_utc(step.after.after(row.enrolled_on), who.zones[0]))
+            earliest = max(self.now, _local_midnight_utc(self._due_day(step, row.enrolled_on), who.zones[0]))
             send_at = self.pacer.place(who, earliest, campaign.send_window)
             self.pacer.record(row.phone, send_at)
             status, canceled_at = MessageStatus.planned, None
@@ -197,6 +198,14 @@ class StepPlanner:
             variant,
             token,
         )
+
+    def _due_day(self, step: Step, enrolled_on: dt.date) -> dt.date:
+        """The day `step` comes due for an enrollment of `enrolled_on` (remembered per pair)."""
+        key = (id(step), enrolled_on)
+        found = self._due_days.get(key)
+        if found is None:
+            found = self._due_days[key] = step.after.after(enrolled_on)
+        return found
 
     def _text(
         self, campaign: CampaignFile, step: Step, variant: str | None, texts: dict[str, str], language: str
@@ -230,7 +239,8 @@ class StepPlanner:
         conn = sql.connection(self.session)
         if conn.dialect.name == "postgresql":
             _STAGING.create(conn)
-            _STAGING.copy_text(conn, sql.copy_text([_copy_row(v) for v in values]))
+            now = self.now.isoformat(" ")
+            _STAGING.copy_text(conn, sql.copy_text([_copy_row(v, now) for v in values]))
             insert = sql.upsert(Message, conn).from_select(OUTBOX_COLUMNS, _STAGING.select())
             conn.execute(insert.on_conflict_do_nothing())
             conn.exec_driver_sql(f"DELETE FROM {_STAGING.name}")
@@ -242,12 +252,35 @@ class StepPlanner:
             )
 
 
-def _copy_row(values: tuple[Any, ...]) -> tuple[str, ...]:
-    """An outbox row as COPY text (NULL is the empty string; no value here is ever empty): psycopg
-    adapting each value of each row cost more than the rest of placing it."""
-    return tuple(
-        "" if v is None else v.isoformat(" ") if isinstance(v, dt.datetime) else str(v) for v in values
+def _copy_row(values: tuple[Any, ...], now: str) -> tuple[str, ...]:
+    """An outbox row (OUTBOX_COLUMNS order) as COPY text, NULL the empty string (no value here is
+    ever empty): psycopg adapting each value of each row cost more than the rest of placing it.
+    Written out per column, since the types are known: `planned_at`/`updated_at` are the pass's
+    `now`, a canceled row's `canceled_at` too, and `send_at` takes one of few instants."""
+    (enrollment, step, kind, phone, body, segments, status, send_at, attempts, _, _, canceled, reason,
+     variant, token) = values  # fmt: skip
+    return (
+        str(enrollment),
+        step,
+        kind,
+        phone,
+        body,
+        str(segments),
+        status,
+        _iso(send_at),
+        str(attempts),
+        now,
+        now,
+        "" if canceled is None else now,
+        reason or "",
+        variant or "",
+        token or "",
     )
+
+
+@lru_cache(maxsize=65_536)
+def _iso(moment: dt.datetime) -> str:
+    return moment.isoformat(" ")
 
 
 class _Text:

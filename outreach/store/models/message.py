@@ -14,6 +14,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
@@ -31,6 +32,23 @@ class Message(Base):
         UniqueConstraint("enrollment_id", "step_id", name="uq_messages_enrollment_step"),
         Index("ix_messages_status_send_at", "status", "send_at"),
         Index("ix_messages_phone_send_at", "phone", "send_at"),
+        # Unique where set, and only where set: a planned row has neither yet, and an index entry
+        # per NULL cost every planned row two index inserts for nothing (issue 11). Every lookup is
+        # an equality, which implies NOT NULL, so the partial indexes serve them all.
+        Index(
+            "uq_messages_provider_sid",
+            "provider_sid",
+            unique=True,
+            postgresql_where=text("provider_sid IS NOT NULL"),
+            sqlite_where=text("provider_sid IS NOT NULL"),
+        ),
+        Index(
+            "uq_messages_link_token",
+            "link_token",
+            unique=True,
+            postgresql_where=text("link_token IS NOT NULL"),
+            sqlite_where=text("link_token IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -43,7 +61,7 @@ class Message(Base):
     status: Mapped[str] = mapped_column(String(12), default=MessageStatus.planned)
     send_at: Mapped[dt.datetime] = mapped_column(DateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    provider_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    provider_sid: Mapped[str | None] = mapped_column(String(64))
     provider_status: Mapped[str | None] = mapped_column(String(20))
     error_code: Mapped[int | None] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(Text)
@@ -58,7 +76,7 @@ class Message(Base):
     # The step's text variant this row was rendered from (campaign `variants`), else None.
     variant: Mapped[str | None] = mapped_column(String(40))
     # The tracked link's token when the text has {link} (outreach/outcomes/links.py): `/l/<token>`.
-    link_token: Mapped[str | None] = mapped_column(String(24), unique=True)
+    link_token: Mapped[str | None] = mapped_column(String(24))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))  # kind `staff`: who wrote it
 

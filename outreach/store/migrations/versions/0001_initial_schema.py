@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 09:36:21.906216
+Create Date: 2026-11-30 09:50:22.348903
 """
 
 from __future__ import annotations
@@ -203,6 +203,17 @@ def upgrade() -> None:
         batch_op.create_index("ix_enrollments_campaign_patient", ["campaign_id", "patient_id"], unique=False)
 
     op.create_table(
+        "plan_marks",
+        sa.Column("campaign_id", sa.String(length=64), nullable=False),
+        sa.Column("bucket", sa.Integer(), nullable=False),
+        sa.Column("enrolled_seen", sa.String(length=200), nullable=True),
+        sa.Column("planned_seen", sa.String(length=200), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["campaign_id"], ["campaigns.id"], name=op.f("fk_plan_marks_campaign_id_campaigns")
+        ),
+        sa.PrimaryKeyConstraint("campaign_id", "bucket", name=op.f("pk_plan_marks")),
+    )
+    op.create_table(
         "roster_uploads",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("public_id", sa.String(length=32), nullable=False),
@@ -326,12 +337,24 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
         sa.UniqueConstraint("enrollment_id", "step_id", name="uq_messages_enrollment_step"),
-        sa.UniqueConstraint("link_token", name=op.f("uq_messages_link_token")),
-        sa.UniqueConstraint("provider_sid", name=op.f("uq_messages_provider_sid")),
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index("ix_messages_phone_send_at", ["phone", "send_at"], unique=False)
         batch_op.create_index("ix_messages_status_send_at", ["status", "send_at"], unique=False)
+        batch_op.create_index(
+            "uq_messages_link_token",
+            ["link_token"],
+            unique=True,
+            postgresql_where=sa.text("link_token IS NOT NULL"),
+            sqlite_where=sa.text("link_token IS NOT NULL"),
+        )
+        batch_op.create_index(
+            "uq_messages_provider_sid",
+            ["provider_sid"],
+            unique=True,
+            postgresql_where=sa.text("provider_sid IS NOT NULL"),
+            sqlite_where=sa.text("provider_sid IS NOT NULL"),
+        )
 
     op.create_table(
         "activations",
@@ -413,6 +436,16 @@ def downgrade() -> None:
     op.drop_table("handoffs")
     op.drop_table("activations")
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index(
+            "uq_messages_provider_sid",
+            postgresql_where=sa.text("provider_sid IS NOT NULL"),
+            sqlite_where=sa.text("provider_sid IS NOT NULL"),
+        )
+        batch_op.drop_index(
+            "uq_messages_link_token",
+            postgresql_where=sa.text("link_token IS NOT NULL"),
+            sqlite_where=sa.text("link_token IS NOT NULL"),
+        )
         batch_op.drop_index("ix_messages_status_send_at")
         batch_op.drop_index("ix_messages_phone_send_at")
 
@@ -430,6 +463,7 @@ def downgrade() -> None:
         batch_op.drop_index("ix_roster_uploads_user_created")
 
     op.drop_table("roster_uploads")
+    op.drop_table("plan_marks")
     with op.batch_alter_table("enrollments", schema=None) as batch_op:
         batch_op.drop_index("ix_enrollments_campaign_patient")
 
