@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         dt.timedelta(minutes=5), gt=dt.timedelta(0), alias="OUTREACH_HOLD_PROBE_AFTER"
     )
 
+    # --- The reports page (outreach/outcomes/snapshots.py): the saved report is refreshed this
+    # often, by Celery beat, and by the web process when a page read finds it older than this.
+    report_refresh_every: dt.timedelta = Field(
+        dt.timedelta(minutes=5), gt=dt.timedelta(0), alias="OUTREACH_REPORT_REFRESH_EVERY"
+    )
+
     @field_validator(
         "sweep_every",
         "sweep_queued_after",
@@ -105,6 +111,7 @@ class Settings(BaseSettings):
         "sweep_unknown_after",
         "sweep_status_after",
         "hold_probe_after",
+        "report_refresh_every",
         mode="before",
     )
     @classmethod

@@ -1,12 +1,14 @@
 """The reports page in a real browser (chromium, a real `outreach web` process over the test
 database, the shipped campaign files): a viewer reaches it from the menu, sees each campaign's
 funnel drawn as an accessible SVG and the same figures `outreach report --json` prints, and no
-pause button; axe-core finds nothing serious. With OUTREACH_TEST_SCREENSHOTS set it saves the
+pause button; axe-core finds nothing serious. A coordinator's "Refresh now" brings a change in the
+database onto the page, which reads the saved report. With OUTREACH_TEST_SCREENSHOTS set it saves the
 README's screenshot."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,9 @@ from outreach.apps.cli import main
 from outreach.campaigns import load_campaigns
 from outreach.clock import clinic_today
 from outreach.config import get_settings
+from outreach.outcomes import snapshots
+from outreach.store.db import session_scope
+from outreach.store.models import Campaign
 from tests.browser_support import assert_accessible
 from tests.report_population import build
 from tests.test_workspace_browser import SHOTS, _sign_in, browser, page, web  # noqa: F401  (fixtures)
@@ -42,6 +47,8 @@ def test_a_viewer_reads_the_reports(page: Any, engine: Engine) -> None:  # noqa:
         assert "Enrolled" in (chart.locator("title").text_content() or "")
         assert page.get_by_test_id(f"daily-{cid}").is_visible()
     assert on_page(page.content()) == expected(report)
+    freshness = page.get_by_test_id("report-freshness").text_content() or ""
+    assert freshness.startswith("Figures as of ") and "refreshed every 5 minutes" in freshness
     assert page.locator('[data-testid^="pause-"], [data-testid^="resume-"]').count() == 0
     assert_accessible(page, "reports page")
     if SHOTS:
@@ -59,3 +66,29 @@ def test_a_viewer_reads_the_reports(page: Any, engine: Engine) -> None:  # noqa:
     with page.expect_download() as download:
         page.get_by_test_id("report-csv").click()
     assert Path(download.value.path()).read_text(encoding="utf-8").startswith("campaign,section,item")
+
+
+def test_a_coordinator_refreshes_the_figures_now(page: Any, engine: Engine) -> None:  # noqa: F811
+    """The page reads the saved report: a campaign added to the database appears only after
+    "Refresh now", which the `outreach web` process runs in a background thread."""
+    settings = get_settings()
+    shipped = tuple(sorted(load_campaigns(settings=settings)))
+    build(engine, patients=40, on=clinic_today(settings.default_timezone), ids=shipped)
+    _sign_in(page, engine, "coord@example.org", "coordinator")
+    page.goto("/app/reports")
+    assert "Figures as of" in (page.get_by_test_id("report-freshness").text_content() or "")
+    first = snapshots.latest(engine)
+    assert first is not None
+    with session_scope(engine) as session:
+        session.add(Campaign(id="gamma", name="Gamma", content_hash="x"))
+    page.reload()
+    assert page.get_by_test_id("funnel-gamma").count() == 0  # the saved report, not the database
+    page.get_by_role("button", name="Refresh now").click()
+    page.wait_for_url("**/app/reports")
+    deadline = time.monotonic() + 30
+    while (saved := snapshots.latest(engine)) is None or saved.computed_at == first.computed_at:
+        assert time.monotonic() < deadline, "the refresh never saved"
+        time.sleep(0.2)
+    page.goto("/app/reports")
+    assert page.get_by_test_id("funnel-gamma").is_visible()
+    assert_accessible(page, "reports page, coordinator")

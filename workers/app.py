@@ -113,6 +113,11 @@ def _from_settings() -> dict[str, Any]:
             # row that comes due while shards are still planning is not held back (DESIGN.md §10).
             "enqueue": {"task": "outreach.enqueue", "schedule": ENQUEUE_EVERY_S},
             "sweep": {"task": "outreach.sweep", "schedule": settings.sweep_every.total_seconds()},
+            # The saved report the reports page reads (outreach/outcomes/snapshots.py).
+            "refresh-report": {
+                "task": "outreach.refresh_report",
+                "schedule": settings.report_refresh_every.total_seconds(),
+            },
         },
     }
 

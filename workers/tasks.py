@@ -1,11 +1,12 @@
 """Celery tasks: thin wrappers that call the engine with this process's runtime.
 
 `send_messages` is acknowledged late (workers/app.py): a killed worker's sends come back through
-the broker after its short visibility timeout. `tick`, `plan_shard`, `enqueue` and `sweep` are
-acknowledged on receipt instead: beat sends them again every minute (every few seconds, every
-OUTREACH_SWEEP_EVERY) anyway, and a shard's planning can outlast the visibility timeout, which would
-otherwise hand a still-running shard to a second worker every 40 s (harmless, the second finds the
-shard's buckets taken, but a thread and a connection spent on nothing).
+the broker after its short visibility timeout. `tick`, `plan_shard`, `enqueue`, `sweep` and
+`refresh_report` are acknowledged on receipt instead: beat sends them again every minute (every few
+seconds, every OUTREACH_SWEEP_EVERY, every OUTREACH_REPORT_REFRESH_EVERY) anyway, and a shard's
+planning can outlast the visibility timeout, which would otherwise hand a still-running shard to a
+second worker every 40 s (harmless, the second finds the shard's buckets taken, but a thread and a
+connection spent on nothing).
 
 A scheduler pass on Celery (DESIGN.md §10): `tick` does the short part once (checks, campaigns,
 cancels), enqueues what is due, and fans the planning out as one `plan_shard` task per bucket of
@@ -18,7 +19,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from outreach.clock import naive_utc
+from outreach.clock import clinic_today, naive_utc
+from outreach.outcomes import snapshots
 from outreach.plan import scheduler, shards
 from outreach.runtime import get_runtime
 from outreach.send import batch, sweeper
@@ -71,6 +73,16 @@ def sweep() -> dict[str, object]:
     policy = sweeper.SweepPolicy.from_settings(rt.settings)
     result = sweeper.sweep(rt.engine, provider=rt.provider, dispatch=dispatch, now=rt.clock(), policy=policy)
     return result.as_dict()
+
+
+@app.task(name="outreach.refresh_report", acks_late=False)
+def refresh_report() -> dict[str, object]:
+    """Recompute the saved report the reports page reads; skipped while another refresh runs."""
+    rt = get_runtime()
+    now = rt.clock()
+    on = clinic_today(rt.settings.default_timezone, now)
+    saved = snapshots.refresh(rt.engine, rt.campaigns, on, now=now)
+    return {"refreshed": saved is not None, "seconds": saved.seconds if saved else None}
 
 
 def dispatch(ids: Sequence[int]) -> None:

@@ -24,6 +24,7 @@ from outreach.store.models.link_click import LinkClick
 from outreach.store.models.message import Message
 from outreach.store.models.patient import Patient, Sex
 from outreach.store.models.plan_mark import PlanMark
+from outreach.store.models.report_snapshot import ReportSnapshot
 from outreach.store.models.roster_upload import RosterUpload, UploadStatus
 from outreach.store.models.unreachable import UnreachableNumber
 from outreach.store.models.user import User
@@ -51,6 +52,7 @@ __all__ = [
     "PatientEvent",
     "PhoneConsent",
     "PlanMark",
+    "ReportSnapshot",
     "RosterUpload",
     "SenderHold",
     "Sex",

@@ -2,10 +2,17 @@
 SVG, daily sends and replies over the last 30 days, figures by language and by step, failure codes
 and opt-outs.
 
-One code path: both call `outreach.outcomes.funnel.funnel` exactly as `outreach report` does (the
-loaded campaign files, `on` = the clinic's today) and show its `as_json()`, the figures that
+One code path: the figures are `outreach.outcomes.funnel.funnel`'s `as_json()`, called exactly as
+`outreach report` calls it (the loaded campaign files, `on` = the clinic's today), the figures that
 `outreach report --json` prints; tests/test_workspace_reports.py compares them figure by figure.
-Viewers, coordinators and admins may all read it; nothing here changes anything.
+
+The default view (and a campaign filter) reads the saved result of that call
+(outreach/outcomes/snapshots.py) and says how old it is: the live pass takes seconds at a million
+patients. A result older than OUTREACH_REPORT_REFRESH_EVERY (or counted for another day) is still
+shown, and refreshed in a background thread of this process; with none saved yet the page computes
+it once and saves it. A `since` filter, which the saved whole report cannot answer, is computed
+live. Viewers, coordinators and admins may all read it; coordinators and admins may start a
+refresh ("Refresh now").
 """
 
 from __future__ import annotations
@@ -13,24 +20,33 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import RedirectResponse
+from sqlalchemy import Engine
 
 from outreach.apps.web.workspace import charts
 from outreach.apps.web.workspace.auth import pages
-from outreach.apps.web.workspace.guard import gate, need
+from outreach.apps.web.workspace.guard import PREFIX, gate, need
+from outreach.campaigns import CampaignFile
 from outreach.clock import clinic_today
 from outreach.config import Settings
 from outreach.errors import UserError
 from outreach.ingest.errorsfile import spreadsheet_safe
+from outreach.outcomes import snapshots
 from outreach.outcomes.funnel import funnel
 from outreach.team import sessions
 from outreach.team.accounts import Role
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 Viewer = Annotated[sessions.Current, Depends(need(Role.viewer))]
+Coordinator = Annotated[sessions.Current, Depends(need(Role.coordinator))]
 
 # The columns of the by-language and by-step tables (languages add "enrolled" in front).
 COLUMNS = (
@@ -53,8 +69,66 @@ BREAKDOWNS = (
 CSV_HEADER = ("campaign", "section", "item", "figure", "value")
 
 
-def _report(request: Request) -> tuple[dict[str, Any], str | None, str]:
-    """The report for the query's filters (`campaign`, `since`), as `outreach report --json` has it."""
+class Refresher:
+    """This process's background refresh: at most one thread at a time (the engine's lock makes it
+    one across processes too); `wait` lets a test see it finish."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(
+        self, engine: Engine, campaigns: Mapping[str, CampaignFile], on: dt.date, now: dt.datetime
+    ) -> None:
+        with self._lock:
+            if self.running:
+                return
+            args = (engine, dict(campaigns), on, now)
+            self._thread = threading.Thread(target=_refresh, args=args, name="report-refresh", daemon=True)
+            self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+
+def _refresh(engine: Engine, campaigns: Mapping[str, CampaignFile], on: dt.date, now: dt.datetime) -> None:
+    try:
+        snapshots.refresh(engine, campaigns, on, now=now)
+    except Exception:  # a thread's error would otherwise vanish; the page keeps the older result
+        log.exception("refreshing the saved report failed; the page shows the previous one")
+
+
+# One per process, whatever the number of apps in it (the workspace is a mounted sub-app, and
+# tests build several): the engine's lock is per process too.
+REFRESHER = Refresher()
+
+
+def refresher(request: Request) -> Refresher:
+    """The process's Refresher (a function, so a route names what it uses)."""
+    return REFRESHER
+
+
+@dataclass(frozen=True)
+class View:
+    """What the page shows: the report, and where it came from (`saved` None: computed now)."""
+
+    report: dict[str, Any]
+    saved: snapshots.Saved | None
+    campaign: str | None
+    since: str
+    first: bool = False  # there was none saved: computed now, and saved
+    refreshing: bool = False
+
+
+def _report(request: Request) -> View:
+    """The report for the query's filters (`campaign`, `since`), as `outreach report --json` has it:
+    the saved one when it can answer, else computed now."""
     settings: Settings = request.app.state.settings
     door = gate(request)
     campaign = request.query_params.get("campaign") or None
@@ -63,11 +137,60 @@ def _report(request: Request) -> tuple[dict[str, Any], str | None, str]:
         since = dt.date.fromisoformat(since_text) if since_text else None
     except ValueError:
         raise UserError(f"'since' must be a date (YYYY-MM-DD), not {since_text[:20]!r}.") from None
-    on = clinic_today(settings.default_timezone, door.clock())
-    found = funnel(
-        door.engine, campaign_id=campaign, since=since, campaigns=request.app.state.campaigns, on=on
-    )
-    return found.as_json(), campaign, since_text
+    now = door.clock()
+    on = clinic_today(settings.default_timezone, now)
+    files: Mapping[str, CampaignFile] = request.app.state.campaigns
+    if since is None:
+        view = _from_saved(request, files, on, now, campaign)
+        if view is not None:
+            return view
+    found = funnel(door.engine, campaign_id=campaign, since=since, campaigns=files, on=on)
+    return View(found.as_json(), None, campaign, since_text)
+
+
+def _from_saved(
+    request: Request, files: Mapping[str, CampaignFile], on: dt.date, now: dt.datetime, campaign: str | None
+) -> View | None:
+    """The saved report (or the campaign's part of it): saved now if there was none, refreshed in the
+    background if stale. None when it cannot answer (being saved elsewhere, a campaign not in it)."""
+    settings: Settings = request.app.state.settings
+    engine = gate(request).engine
+    first = False
+    saved = snapshots.latest(engine)
+    if saved is None:
+        saved, first = snapshots.refresh(engine, files, on, now=now), True
+    elif saved.stale(now, settings.report_refresh_every, on):
+        refresher(request).start(engine, files, on, now)
+    if saved is None:
+        return None
+    part = saved.report if campaign is None else saved.only(campaign)
+    if part is None:
+        return None
+    return View(part, saved, campaign, "", first=first, refreshing=refresher(request).running)
+
+
+def freshness(view: View, now: dt.datetime, every: dt.timedelta) -> str:
+    """ "Figures as of 14:05 UTC (3 min ago; refreshed every 5 minutes)", or why it is computed now."""
+    if view.saved is None and view.since:
+        return "Figures computed now for this filter (the saved report covers every enrollment)."
+    if view.saved is None:  # nothing saved yet, and another process is saving it
+        return "Figures computed now (the first saved report is being computed)."
+    at = view.saved.computed_at
+    when = at.strftime("%H:%M UTC") if at.date() == now.date() else at.strftime("%Y-%m-%d %H:%M UTC")
+    minutes = int(view.saved.age(now).total_seconds() // 60)
+    text = f"Figures as of {when} ({minutes} min ago; refreshed every {_duration(every)})"
+    if view.first:
+        text += "; computed now, as none was saved yet"
+    return text + "."
+
+
+def _duration(every: dt.timedelta) -> str:
+    seconds = int(every.total_seconds())
+    if seconds % 3600 == 0:
+        return "hour" if seconds == 3600 else f"{seconds // 3600} hours"
+    if seconds % 60 == 0:
+        return "minute" if seconds == 60 else f"{seconds // 60} minutes"
+    return f"{seconds} seconds"
 
 
 @router.get("/reports")
@@ -75,15 +198,40 @@ def reports_page(request: Request, current: Viewer) -> Response:
     files = sorted(request.app.state.campaigns)
     context: dict[str, Any] = {"me": current, "csrf": current.csrf_token, "error": None}
     context |= {"columns": COLUMNS, "rates": RATES, "breakdowns": BREAKDOWNS, "charts": charts}
+    context["can_refresh"] = current.role in (Role.admin, Role.coordinator)
     try:
-        report, campaign, since = _report(request)
+        view = _report(request)
     except UserError as exc:
         campaign, since = request.query_params.get("campaign", ""), request.query_params.get("since", "")
         context |= {"report": None, "error": str(exc), "choices": files, "campaign": campaign, "since": since}
         return pages(request).page("reports.html", status=400, **context)
+    report = view.report
     choices = sorted({*files, *(c["id"] for c in report["campaigns"])})
-    context |= {"report": report, "choices": choices, "campaign": campaign or "", "since": since}
+    context |= {"report": report, "choices": choices, "campaign": view.campaign or "", "since": view.since}
+    context |= {"view": view, "freshness": freshness(view, gate(request).clock(), _every(request))}
     return pages(request).page("reports.html", **context)
+
+
+@router.get("/reports/status")
+def reports_status(request: Request, current: Viewer) -> Response:
+    """The "being refreshed" line, polled by htmx until the refresh is over."""
+    return pages(request).page("reports_status.html", refreshing=refresher(request).running)
+
+
+@router.post("/reports/refresh")
+def refresh_now(request: Request, current: Coordinator) -> Response:
+    """Start a refresh in the background; the page says it is being refreshed."""
+    settings: Settings = request.app.state.settings
+    door = gate(request)
+    now = door.clock()
+    on = clinic_today(settings.default_timezone, now)
+    refresher(request).start(door.engine, request.app.state.campaigns, on, now)
+    return RedirectResponse(f"{PREFIX}/reports", 303)
+
+
+def _every(request: Request) -> dt.timedelta:
+    settings: Settings = request.app.state.settings
+    return settings.report_refresh_every
 
 
 @router.get("/reports.csv")
@@ -91,7 +239,7 @@ def reports_csv(request: Request, current: Viewer) -> Response:
     """The page's figures as CSV, one figure a row; every cell spreadsheet-safe (campaign, step and
     reason names come from files and replies)."""
     try:
-        report, _, _ = _report(request)
+        report = _report(request).report
     except UserError as exc:
         return Response(str(exc) + "\n", status_code=400, media_type="text/plain")
     out = io.StringIO()

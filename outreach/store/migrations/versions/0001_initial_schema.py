@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-30 09:43:55.115045
+Create Date: 2026-11-30 09:50:22.348903
 """
 
 from __future__ import annotations
@@ -89,6 +89,15 @@ def upgrade() -> None:
         sa.Column("opted_in_by", sa.String(length=100), nullable=True),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("phone", name=op.f("pk_phone_consents")),
+    )
+    op.create_table(
+        "report_snapshots",
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("on_day", sa.Date(), nullable=False),
+        sa.Column("computed_at", sa.DateTime(), nullable=False),
+        sa.Column("seconds", sa.Float(), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("kind", name=op.f("pk_report_snapshots")),
     )
     op.create_table(
         "sender_holds",
@@ -467,6 +476,7 @@ def downgrade() -> None:
     op.drop_table("users")
     op.drop_table("unreachable_numbers")
     op.drop_table("sender_holds")
+    op.drop_table("report_snapshots")
     op.drop_table("phone_consents")
     with op.batch_alter_table("patients", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_patients_phone"))
