@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvloop
 from sqlalchemy import Engine, func, insert, select
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -157,7 +158,7 @@ def run(
         public = f"http://127.0.0.1:{port}"
         env = _server_env(url, public, "redis://127.0.0.1:6379/14")
         with _server(workers, port, env, Path(tmp) / "web.log", ["--no-access-log"]):
-            loaded = asyncio.run(load(public, tokens, concurrency, seconds, rate))
+            loaded = uvloop.run(load(public, tokens, concurrency, seconds, rate))
             tally, latencies, elapsed, schedule = loaded
         with engine.connect() as conn:
             clicks, previews = conn.execute(
