@@ -112,8 +112,9 @@ def no_bitmap_scans(bind: Session | Connection) -> Iterator[None]:
     """PostgreSQL's bitmap scans off for the statements inside (a no-op elsewhere). A planning
     chunk's enrollment reads its patients by id range, and the planner, misjudging how many the
     audience keeps, ANDs that range with a bitmap of a whole-table index (every birth date in the
-    age band, half a million entries) that costs more than the chunk's own rows (EXPLAIN ANALYZE at
-    1,000,000 patients: 110 ms against 62 ms per campaign and chunk)."""
+    age band, half a million entries) that costs more than the chunk's own rows (EXPLAIN ANALYZE of
+    one campaign's enrollment in one chunk at 1,000,000 patients: 19 ms building that bitmap; the
+    statement ~110 ms with it, ~90 ms without)."""
     if dialect_name(bind) != "postgresql":
         yield
         return
