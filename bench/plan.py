@@ -5,6 +5,8 @@ each shipped campaign's eligibility query over it, and (`--tick`) two scheduler 
     .venv/bin/python bench/plan.py --n 100000         # smaller
     .venv/bin/python bench/plan.py --sqlite           # 100,000 patients in a temporary SQLite file
     .venv/bin/python bench/plan.py --n 300000 --tick  # and the `tick` part (bench/plan_tick.py)
+    .venv/bin/python bench/plan.py --n 1000000 --keep # import into a schema that is kept (named on
+                                                      # stderr): drop it yourself when done
     .venv/bin/python bench/plan.py --tick-only --schema scale_1m   # the tick part on a roster
                                                       # already imported in that schema (its
                                                       # enrollments and outbox are emptied first)
@@ -63,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tick", action="store_true", help="also time two scheduler passes (PostgreSQL)")
     parser.add_argument("--tick-only", action="store_true", help="only the tick part, on --schema")
     parser.add_argument("--schema", help="with --tick-only: a schema holding an imported roster")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the PostgreSQL schema for --tick-only (its name is printed)"
+    )
     args = parser.parse_args(argv)
     if args.tick_only:
         figures = tick_only(args.database_url, args.schema)
@@ -72,8 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     n = args.n or (100_000 if args.sqlite else 1_000_000)
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
         folder = Path(tmp)
-        with _sqlite(folder) if args.sqlite else postgres_schema(args.database_url) as found:
+        with _sqlite(folder) if args.sqlite else postgres_schema(args.database_url, keep=args.keep) as found:
             engine, url = found if isinstance(found, tuple) else (found, "")
+            if url and args.keep:
+                print(f"keeping schema {url.rsplit('%3D', 1)[-1]} (drop it when done)", file=sys.stderr)
             figures = run(engine, folder, n=n, seed=args.seed, on=args.on)
             if args.tick and url:
                 figures["tick"] = tick_part(url)

@@ -16,10 +16,11 @@ from outreach.store import db as dbmod
 
 
 @contextmanager
-def postgres_schema(base: str) -> Iterator[tuple[Engine, str]]:
+def postgres_schema(base: str, *, keep: bool = False) -> Iterator[tuple[Engine, str]]:
     """A schema of the run's own on the server at `base`, dropped at the end even when the run
-    fails; the URL carries its search_path, so other processes given it (workers, the web
-    server) use it too."""
+    fails (unless `keep`: then it is left for a later run to reuse, and dropping it is the
+    caller's job); the URL carries its search_path, so other processes given it (workers, the
+    web server) use it too."""
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     admin = dbmod.engine_for(base)
     with admin.begin() as conn:
@@ -31,8 +32,9 @@ def postgres_schema(base: str) -> Iterator[tuple[Engine, str]]:
         yield engine, url
     finally:
         engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        if not keep:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
 
 

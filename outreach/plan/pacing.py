@@ -105,8 +105,10 @@ class Pacer:
 
     def place(self, who: Recipient, earliest: dt.datetime, window: SendWindow) -> dt.datetime:
         """The first instant >= `earliest` inside the window whose day and week still have room."""
-        zone = ZoneInfo(who.zones[0])
         candidate = self._next_opening(earliest, window, who)
+        if not self._times.get(who.phone):  # nothing placed to the number yet: any slot has room
+            return candidate
+        zone = ZoneInfo(who.zones[0])
         for _ in range(_MAX_DAYS_AHEAD):
             if self._fits(who.phone, candidate, zone):
                 return candidate

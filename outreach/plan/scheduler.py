@@ -287,12 +287,16 @@ def _plan_shard(
                 searched()
             else:
                 marks = Marks.read(conn, planning, mine, on)
-                work = _work(conn, planning, mine, on, marks)
+                work, due = _work(conn, planning, mine, on, marks)
                 searched()
                 for chunk in sharding.chunks_for(mine, work):
                     with Session(bind=conn) as session:
                         sharding.begin_chunk(session.connection())
-                        result.add(plan_chunk(session, planning, chunk, on=on, now=now, settings=settings))
+                        steps = due.get(chunk.first_id, set())
+                        done = plan_chunk(
+                            session, planning, chunk, on=on, now=now, settings=settings, due=steps
+                        )
+                        result.add(done)
                         session.commit()
                     if chunk_done is not None:
                         chunk_done(chunk)
@@ -302,12 +306,17 @@ def _plan_shard(
     return result
 
 
+Due = dict[int, set[tuple[str, str]]]
+
+
 def _work(
     conn: Connection, campaigns: list[CampaignFile], shard: Shard, on: dt.date, marks: Marks
-) -> set[int]:
-    """The chunk ranges where a campaign has someone to enroll or a step to plan; a search whose
-    inputs did not change since the last complete pass is skipped (marks.py)."""
+) -> tuple[set[int], Due]:
+    """The chunk ranges where a campaign has someone to enroll or a step to plan, and per range
+    the (campaign, step) pairs with due rows; a search whose inputs did not change since the last
+    complete pass is skipped (marks.py)."""
     starts: set[int] = set()
+    due: Due = {}
     for campaign in campaigns:
         if marks.must_enroll(campaign.id):
             starts |= sharding.id_ranges(conn, enroll_candidates(campaign, on, shard))
@@ -315,9 +324,12 @@ def _work(
             continue
         for index, step in enumerate(campaign.steps):
             previous = campaign.steps[index - 1].id if index else None
-            starts |= sharding.id_ranges(conn, due_candidates(campaign, step, previous, on, shard))
+            found = sharding.id_ranges(conn, due_candidates(campaign, step, previous, on, shard))
+            for start in found:
+                due.setdefault(start, set()).add((campaign.id, step.id))
+            starts |= found
     conn.commit()
-    return starts
+    return starts, due
 
 
 def plan_chunk(
@@ -328,15 +340,30 @@ def plan_chunk(
     on: dt.date,
     now: dt.datetime,
     settings: Settings,
+    due: set[tuple[str, str]] | None = None,
 ) -> TickResult:
     """Enroll the chunk's newly eligible patients in every campaign, then plan their due steps,
-    with one frequency-cap state across the campaigns."""
+    with one frequency-cap state across the campaigns.
+
+    `due`, from the pass's search (`_work`), names the (campaign, step) pairs with due rows in the
+    chunk: only those steps are asked for their due rows, plus the first step of a campaign that
+    enrolled someone here and any step whose previous one got rows here (`StepPlanner.plan`), the
+    only ways a step comes due after the search: enrollments and outreach rows are made only by
+    the planner, and the bucket locks keep every other planner out (marks.py). Most chunks of a
+    first pass have only first steps to plan, and each step asked costs a query. Without `due`,
+    every step is asked."""
     result = TickResult()
-    for campaign in campaigns:
-        result.enrolled[campaign.id] = enroll(session, campaign, on, now, chunk)
+    with sql.no_bitmap_scans(session):
+        for campaign in campaigns:
+            result.enrolled[campaign.id] = enroll(session, campaign, on, now, chunk)
     planner = StepPlanner(session, chunk, on=on, now=now, settings=settings)
     for campaign in campaigns:
-        planned, canceled = planner.plan(campaign)
+        with_work = None
+        if due is not None:
+            with_work = {step for campaign_id, step in due if campaign_id == campaign.id}
+            if result.enrolled[campaign.id]:
+                with_work.add(campaign.steps[0].id)
+        planned, canceled = planner.plan(campaign, with_work)
         result.planned += planned
         result.canceled += canceled
     return result

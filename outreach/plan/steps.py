@@ -17,12 +17,12 @@ Linear in the rows planned, and per chunk (outreach/plan/shards.py):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, case, exists, select, true
+from sqlalchemy import Select, case, exists, null, select, true
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, Step, render_parts
@@ -59,6 +59,8 @@ OUTBOX_COLUMNS = (
 # Where a text's tracked link goes until a row's own URL replaces it (no campaign text has a NUL).
 _LINK_MARK = "\x00link\x00"
 _STAGING = sql.Staging(Message.__table__, OUTBOX_COLUMNS)  # type: ignore[arg-type]
+_CANCELED = MessageStatus.canceled.value
+_OUTREACH = MessageKind.outreach.value
 
 
 class StepPlanner:
@@ -76,18 +78,29 @@ class StepPlanner:
         self._recipients: dict[tuple[Any, ...], tuple[tuple[str, ...], bool]] = {}
         self._due_days: dict[tuple[int, dt.date], dt.date] = {}
 
-    def plan(self, campaign: CampaignFile) -> tuple[int, int]:
-        """Outbox rows for every step of `campaign` that has come due; returns (planned, canceled)."""
+    def plan(self, campaign: CampaignFile, with_work: Container[str] | None = None) -> tuple[int, int]:
+        """Outbox rows for every step of `campaign` that has come due; returns (planned, canceled).
+
+        `with_work`, when given, names the steps that may have due rows in this chunk (the
+        scheduler's search, `scheduler.plan_chunk`): the others are not asked, unless the step
+        before got rows here for an enrollment old enough for this one to be due as well."""
         planned = canceled = 0
+        oldest: dt.date | None = None  # the earliest enrollment day the previous step got rows of here
         for index, step in enumerate(campaign.steps):
+            cutoff = step.after.before(self.on)
+            if with_work is not None and step.id not in with_work and (oldest is None or oldest > cutoff):
+                oldest = None
+                continue
             previous = campaign.steps[index - 1].id if index else None
-            rows = self.session.execute(self._due_query(campaign, step, previous)).all()
+            # Core, not the ORM session: plain column rows, without the ORM's per-row loading
+            rows = sql.connection(self.session).execute(self._due_query(campaign, step, previous)).all()
+            oldest = min((row[1] for row in rows), default=None)  # enrolled_on
             if not rows:
                 continue
             if not self._paced:
                 self._load_pacing()
-            values = [self._outbox_row(row, campaign, step, previous) for row in rows]
-            step_canceled = sum(1 for value in values if value[6] == MessageStatus.canceled)
+            values = self._outbox_rows(rows, campaign, step, previous)
+            step_canceled = sum(1 for value in values if value[6] == _CANCELED)
             canceled += step_canceled
             planned += len(values) - step_canceled
             self._insert(values)
@@ -96,7 +109,7 @@ class StepPlanner:
     def _due_query(self, campaign: CampaignFile, step: Step, previous: str | None) -> Select[Any]:
         """The open enrollments whose `step` has come due on `on` and has no outbox row yet, with
         what deciding and rendering it needs (the step is planned only once the previous step's
-        row exists, whose status is then the last column).
+        row exists, whose status is then the last column; NULL for a first step).
 
         The outbox look-ups are scalar subqueries through its (enrollment, step) key, one probe per
         enrollment of the chunk: as joins, PostgreSQL without fresh statistics on the outbox (which
@@ -143,8 +156,8 @@ class StepPlanner:
                 .where(prev.c.enrollment_id == Enrollment.id, prev.c.step_id == previous)
                 .scalar_subquery()
             )
-            query = query.add_columns(status.label("status")).where(status.is_not(None))
-        return query
+            return query.add_columns(status.label("status")).where(status.is_not(None))
+        return query.add_columns(null().label("status"))
 
     def _load_pacing(self) -> None:
         """The outreach already placed to the chunk's numbers, by one join (not a query per number):
@@ -159,45 +172,55 @@ class StepPlanner:
             self.pacer.load_where(self.session, Message.phone.in_(phones.scalar_subquery()), self.now)
         self._paced = True
 
-    def _outbox_row(
-        self, row: Any, campaign: CampaignFile, step: Step, previous: str | None
-    ) -> tuple[Any, ...]:
-        """One due row's outbox values (in OUTBOX_COLUMNS order): canceled with the reason, or
+    def _outbox_rows(
+        self, rows: Sequence[Any], campaign: CampaignFile, step: Step, previous: str | None
+    ) -> list[tuple[Any, ...]]:
+        """The due rows' outbox values (in OUTBOX_COLUMNS order): canceled with the reason, or
         planned at the first slot the window and the cap allow (recorded in the pacer, so the next
-        row to the same number is placed after it)."""
-        variant, texts = variant_for(row.id, step)
-        text = self._text(campaign, step, variant, texts, row.language)
-        body = row.first_name.join(text.parts)
-        token = None
-        if text.tracked:  # each message its own token (outreach/outcomes/links.py)
-            token = links.new_token()
-            body = body.replace(_LINK_MARK, tracked_url(self.settings.public_url, token))
-        reason = _cancel_reason(row, step.only_if, previous)
-        if reason:
-            status, send_at, canceled_at = MessageStatus.canceled, self.now, self.now
-        else:
-            who = self._recipient(row)
-            earliest = max(self.now, _local_midnight_utc(self._due_day(step, row.enrolled_on), who.zones[0]))
-            send_at = self.pacer.place(who, earliest, campaign.send_window)
-            self.pacer.record(row.phone, send_at)
-            status, canceled_at = MessageStatus.planned, None
-        return (
-            row.id,
-            step.id,
-            MessageKind.outreach.value,
-            row.phone,
-            body,
-            text.segments(row.first_name),
-            status.value,
-            send_at,
-            0,
-            self.now,
-            self.now,
-            canceled_at,
-            reason,
-            variant,
-            token,
-        )
+        row to the same number is placed after it).
+
+        One loop with everything that is the same for many rows looked up in local tables (the
+        text per variant and language, the earliest instant per enrollment day and zone): it runs
+        once per planned row, ~2 million times in a first pass over a million patients."""
+        now, window, pacer, only_if = self.now, campaign.send_window, self.pacer, step.only_if
+        texts: dict[tuple[str | None, str], _Text] = {}
+        earliest_at: dict[tuple[dt.date, str], dt.datetime] = {}
+        public_url = self.settings.public_url
+        canceled_value, planned_value, outreach = _CANCELED, MessageStatus.planned.value, _OUTREACH
+        wordings = step.wordings()
+        single = wordings[0] if len(wordings) == 1 else None
+        step_id = step.id
+        values: list[tuple[Any, ...]] = []
+        append = values.append
+        for row in rows:
+            (enrollment_id, enrolled_on, replied_at, language, first_name, phone, phone_zones, timezone,
+             postal_code, opted_out, eligible, status) = row  # fmt: skip
+            variant, wording = (single[0], single[2]) if single else variant_for(enrollment_id, step)
+            text = texts.get((variant, language))
+            if text is None:
+                text = texts[variant, language] = self._text(campaign, step, variant, wording, language)
+            body = first_name.join(text.parts)
+            token = None
+            if text.tracked:  # each message its own token (outreach/outcomes/links.py)
+                token = links.new_token()
+                body = body.replace(_LINK_MARK, tracked_url(public_url, token))
+            reason = _cancel_reason(opted_out, eligible, replied_at, status, only_if, previous)
+            if reason:
+                status_value, send_at, canceled_at = canceled_value, now, now
+            else:
+                who = self._recipient(phone, timezone, phone_zones, postal_code)
+                earliest = earliest_at.get((enrolled_on, who.zones[0]))
+                if earliest is None:
+                    midnight = _local_midnight_utc(self._due_day(step, enrolled_on), who.zones[0])
+                    earliest = earliest_at[enrolled_on, who.zones[0]] = max(now, midnight)
+                send_at = pacer.place(who, earliest, window)
+                pacer.record(phone, send_at)
+                status_value, canceled_at = planned_value, None
+            append(
+                (enrollment_id, step_id, outreach, phone, body, text.segments(first_name), status_value,
+                 send_at, 0, now, now, canceled_at, reason, variant, token)
+            )  # fmt: skip
+        return values
 
     def _due_day(self, step: Step, enrolled_on: dt.date) -> dt.date:
         """The day `step` comes due for an enrollment of `enrolled_on` (remembered per pair)."""
@@ -224,23 +247,32 @@ class StepPlanner:
             found = self._texts[key] = _Text(parts, sample)
         return found
 
-    def _recipient(self, row: Any) -> Recipient:
-        """The zones and hour rule of a row's number, worked out once per kind of number (area
-        code, zone, postal code) rather than once per patient."""
-        key = (row.phone[:5], row.timezone, row.phone_zones, row.postal_code)
+    def _recipient(
+        self, phone: str, timezone: str | None, phone_zones: str | None, postal_code: str | None
+    ) -> Recipient:
+        """The zones and hour rule of a number, worked out once per kind of number (area code,
+        zone, postal code) rather than once per patient."""
+        key = (phone[:5], timezone, phone_zones, postal_code)
         found = self._recipients.get(key)
         if found is None:
-            zones = patient_zones(row.timezone, row.phone_zones, self.settings.default_timezone)
-            found = self._recipients[key] = (zones, strict_hours(row.phone, row.postal_code))
-        return Recipient(phone=row.phone, zones=found[0], strict=found[1])
+            zones = patient_zones(timezone, phone_zones, self.settings.default_timezone)
+            found = self._recipients[key] = (zones, strict_hours(phone, postal_code))
+        return Recipient(phone, found[0], found[1])
 
     def _insert(self, values: Sequence[tuple[Any, ...]]) -> None:
-        """Store the rows; one that exists already (another pass planned it) is skipped."""
+        """Store the rows; one that exists already (another pass planned it) is skipped.
+
+        PostgreSQL: COPY straight into the outbox, which only fails when another planner wrote
+        one of the rows (the bucket locks make that rare); then again through a staging table
+        with ON CONFLICT DO NOTHING."""
         conn = sql.connection(self.session)
         if conn.dialect.name == "postgresql":
-            _STAGING.create(conn)
             now = self.now.isoformat(" ")
-            _STAGING.copy_text(conn, sql.copy_text([_copy_row(v, now) for v in values]))
+            rows = sql.copy_text([_copy_row(v, now) for v in values])
+            if _STAGING.copy_text_into_table(conn, rows):
+                return
+            _STAGING.create(conn)
+            _STAGING.copy_text(conn, rows)
             insert = sql.upsert(Message, conn).from_select(OUTBOX_COLUMNS, _STAGING.select())
             conn.execute(insert.on_conflict_do_nothing())
             conn.exec_driver_sql(f"DELETE FROM {_STAGING.name}")
@@ -307,16 +339,24 @@ class _Text:
         return found
 
 
-def _cancel_reason(row: Any, only_if: str | None, previous: str | None) -> str | None:
-    """Why a due step must not go out, or None; checked in this order so the funnel names the cause."""
-    if row.opted_out:
+def _cancel_reason(
+    opted_out: bool,
+    eligible: bool,
+    replied_at: dt.datetime | None,
+    status: str | None,
+    only_if: str | None,
+    previous: str | None,
+) -> str | None:
+    """Why a due step must not go out, or None; checked in this order so the funnel names the
+    cause. `status` is the previous step's row's (None for a first step)."""
+    if opted_out:
         return "opted out"
-    if not row.eligible:
+    if not eligible:
         return "no longer eligible"
-    if only_if == "no_reply" and row.replied_at is not None:
+    if only_if == "no_reply" and replied_at is not None:
         return "replied"
-    if previous is not None and row.status in (MessageStatus.canceled, MessageStatus.failed):
-        return f"previous step {row.status}"
+    if previous is not None and status in (MessageStatus.canceled, MessageStatus.failed):
+        return f"previous step {status}"
     return None
 
 
