@@ -27,7 +27,7 @@ from outreach.send import pause
 from outreach.send.dispatch import Dispatch
 from outreach.store.db import session_scope
 from outreach.team import campaign_room, sessions
-from outreach.team.accounts import Role
+from outreach.team.accounts import Role, may
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -57,7 +57,7 @@ def campaigns_page(request: Request, current: Viewer) -> Response:
         me=current,
         csrf=current.csrf_token,
         room=room,
-        can_pause=current.role in (Role.admin, Role.coordinator),
+        can_pause=may(current.role, Role.coordinator),
         notice=NOTICES.get(request.query_params.get("notice", "")),
     )
 

@@ -26,7 +26,7 @@ from outreach.send.dispatch import Dispatch
 from outreach.store.db import session_scope
 from outreach.store.models import Conversation, User
 from outreach.team import conversations, sessions, staff, thread
-from outreach.team.accounts import Role
+from outreach.team.accounts import Role, may
 from outreach.team.audit import audit
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _context(
         "people": conversations.colleagues(db),
         "assignee": assignee.email if assignee else None,
         "outcomes": list(dict.fromkeys([*outcomes, *conversations.GENERAL_OUTCOMES])),
-        "can_write": current.role in (Role.admin, Role.coordinator),
+        "can_write": may(current.role, Role.coordinator),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
         "error": None,
         "body": "",

@@ -27,7 +27,7 @@ from outreach.listen import optouts
 from outreach.phones import mask
 from outreach.store.db import session_scope
 from outreach.team import sessions
-from outreach.team.accounts import Role
+from outreach.team.accounts import Role, may
 
 router = APIRouter()
 Viewer = Annotated[sessions.Current, Depends(need(Role.viewer))]
@@ -54,7 +54,7 @@ def _page(
         "found": found,
         "query": query,
         "mask": mask,
-        "can_write": current.role in (Role.admin, Role.coordinator),
+        "can_write": may(current.role, Role.coordinator),
         "notice": NOTICES.get(request.query_params.get("notice", "")),
         "error": None,
         "number": "",

@@ -41,7 +41,7 @@ from outreach.ingest.errorsfile import spreadsheet_safe
 from outreach.outcomes import snapshots
 from outreach.outcomes.funnel import funnel
 from outreach.team import sessions
-from outreach.team.accounts import Role
+from outreach.team.accounts import Role, may
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -198,7 +198,7 @@ def reports_page(request: Request, current: Viewer) -> Response:
     files = sorted(request.app.state.campaigns)
     context: dict[str, Any] = {"me": current, "csrf": current.csrf_token, "error": None}
     context |= {"columns": COLUMNS, "rates": RATES, "breakdowns": BREAKDOWNS, "charts": charts}
-    context["can_refresh"] = current.role in (Role.admin, Role.coordinator)
+    context["can_refresh"] = may(current.role, Role.coordinator)
     try:
         view = _report(request)
     except UserError as exc:
