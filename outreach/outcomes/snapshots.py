@@ -26,18 +26,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, text
+from sqlalchemy import Engine, delete, select
 
 from outreach.campaigns import CampaignFile
 from outreach.outcomes.funnel import funnel
+from outreach.store import sql
 from outreach.store.db import session_scope
 from outreach.store.models import ReportSnapshot
 
 KIND = "funnel"  # the whole `outreach report --json`
 
-# PostgreSQL: one refresher per schema across processes (4242001/4242002: the scheduler's locks).
-TRY_LOCK = text("SELECT pg_try_advisory_lock(4242003, hashtext(current_schema()))")
-UNLOCK = text("SELECT pg_advisory_unlock(4242003, hashtext(current_schema()))")
+# PostgreSQL: one refresher per schema across processes.
+TRY_LOCK = sql.advisory("pg_try_advisory_lock", sql.Lock.REPORT)
+UNLOCK = sql.advisory("pg_advisory_unlock", sql.Lock.REPORT)
 _IN_PROCESS = threading.Lock()
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from outreach.campaigns import CampaignFile, render_parts
@@ -409,7 +409,7 @@ def _take_prepare_lock(session: Session) -> None:
     not wait on each other. SQLite: a write at the start of the transaction takes the database's
     single write lock."""
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(4242001, hashtext(current_schema()))"))
+        session.execute(sql.advisory("pg_advisory_xact_lock", sql.Lock.PREPARE))
     else:
         sharding.begin_chunk(session.connection())
 

@@ -41,7 +41,6 @@ from sqlalchemy import (
     func,
     literal,
     select,
-    text,
     true,
     update,
 )
@@ -108,9 +107,8 @@ def chunks_for(shard: Shard, starts: Iterable[int]) -> list[Chunk]:
     return [Chunk(shard, start, start + CHUNK_IDS) for start in sorted(set(starts))]
 
 
-_LOCK_KEY = "4242002, hashtext(current_schema()) # :bucket"
-_TRY_LOCK = text(f"SELECT pg_try_advisory_lock({_LOCK_KEY})")
-_UNLOCK = text(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
+_TRY_LOCK = sql.advisory("pg_try_advisory_lock", sql.Lock.BUCKET, plus=" # :bucket")
+_UNLOCK = sql.advisory("pg_advisory_unlock", sql.Lock.BUCKET, plus=" # :bucket")
 
 
 def claim(conn: Connection, shard: Shard) -> Shard:

@@ -8,6 +8,7 @@ ways); one home keeps the dialect switch, and its fallbacks, in a single place.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    TextClause,
     func,
     literal,
     literal_column,
@@ -121,6 +123,22 @@ def no_bitmap_scans(bind: Session | Connection) -> Iterator[None]:
     bind.execute(text("SET LOCAL enable_bitmapscan = off"))
     yield
     bind.execute(text("SET LOCAL enable_bitmapscan TO DEFAULT"))
+
+
+class Lock(enum.IntEnum):
+    """PostgreSQL advisory lock classes (the lock's first key), one per kind of work, so no two
+    kinds ever wait on each other. The second key is the schema's hash (`advisory`), so tenants
+    sharing a server do not either."""
+
+    PREPARE = 4242001  # plan/scheduler.py: the short part of a pass that runs before the shards
+    BUCKET = 4242002  # plan/shards.py: a phone-number bucket being planned (+ the bucket number)
+    REPORT = 4242003  # outcomes/snapshots.py: one refresh of the saved report
+
+
+def advisory(function: str, lock: Lock, *, plus: str = "") -> TextClause:
+    """`SELECT <function>(<lock>, <schema's hash><plus>)`: e.g. `pg_try_advisory_lock` for
+    `lock`, keyed by schema; `plus` adds to the second key (a bind parameter such as ` # :bucket`)."""
+    return text(f"SELECT {function}({int(lock)}, hashtext(current_schema()){plus})")
 
 
 def rowcount(result: Result[Any]) -> int:
